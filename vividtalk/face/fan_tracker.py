@@ -1,0 +1,139 @@
+"""The face-alignment (2DFAN-4) backend: 68 landmarks from a TorchScript file on disk.
+
+FOMM-style preprocessing pipelines use these 68 points. The network is the one released by
+the face-alignment project as TorchScript (``2DFAN4-cd938726ad.zip`` in the torch hub cache);
+vividtalk reads it with ``torch.jit.load`` and never downloads it. Faces are located with
+MediaPipe's detector, so no second detector file is needed.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable
+
+import cv2
+import numpy as np
+import torch
+
+from .image import as_rgb_uint8
+from .tracking import (
+    NoFaceError,
+    check_face_size,
+    detect_face_boxes,
+    face_size,
+    find_fan_weights,
+    select_largest,
+)
+
+# face-alignment's crop convention: a square of 200 * scale pixels around the box centre,
+# shifted up by 12% of the box height, with scale = (box width + box height) / 195.
+_REFERENCE = 200.0
+_INPUT = 256
+
+
+def fan_crop_window(box: np.ndarray) -> tuple[np.ndarray, float]:
+    """Centre (x, y) and side in pixels of the network's input window for a face box.
+
+    Args:
+        box: float [4] (x0, y0, x1, y1).
+    """
+    x0, y0, x1, y1 = box
+    center = np.array([(x0 + x1) / 2, (y0 + y1) / 2 - (y1 - y0) * 0.12], dtype=np.float64)
+    side = _REFERENCE * ((x1 - x0) + (y1 - y0)) / 195.0
+    return center, float(side)
+
+
+def heatmaps_to_points(heatmaps: torch.Tensor) -> np.ndarray:
+    """Argmax of each heatmap with a quarter-pixel step towards the larger neighbour.
+
+    Args:
+        heatmaps: float [N, h, w].
+    Returns:
+        float32 [N, 2] (x, y) in heatmap pixel units, pixel centres at +0.5.
+    """
+    hm = heatmaps.detach().float().cpu().numpy()
+    n, h, w = hm.shape
+    flat = hm.reshape(n, -1).argmax(axis=1)
+    ys, xs = np.divmod(flat, w)
+    pts = np.stack([xs, ys], axis=1).astype(np.float32)
+    for i, (x, y) in enumerate(zip(xs, ys)):
+        if 0 < x < w - 1:
+            pts[i, 0] += 0.25 * np.sign(hm[i, y, x + 1] - hm[i, y, x - 1])
+        if 0 < y < h - 1:
+            pts[i, 1] += 0.25 * np.sign(hm[i, y + 1, x] - hm[i, y - 1, x])
+    return pts + 0.5
+
+
+class FaceAlignmentTracker:
+    """68-point landmarks with the 2DFAN-4 network.
+
+    Args:
+        weights: path of the TorchScript file, a directory holding it, or None for the torch
+            hub cache (``$TORCH_HOME/hub/checkpoints``). Checked at construction.
+        device: torch device for the network.
+        min_face_size: faces smaller than this (pixels) raise FaceTooSmallError.
+    """
+
+    name = "face-alignment"
+    num_points = 68
+
+    def __init__(
+        self,
+        weights: str | os.PathLike | None = None,
+        device: str = "cpu",
+        min_face_size: int = 64,
+    ) -> None:
+        self.weights_path = find_fan_weights(weights)
+        self.device = torch.device(device)
+        self.net = torch.jit.load(str(self.weights_path), map_location=self.device).eval()
+        self.min_face_size = min_face_size
+
+    @torch.no_grad()
+    def landmarks_in_box(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
+        """Run the network on the window around one face box.
+
+        Args:
+            image: [H, W, 3] RGB uint8; box: float [4] (x0, y0, x1, y1).
+        Returns:
+            float32 [68, 3] (x, y, 0) in image pixels.
+        """
+        center, side = fan_crop_window(box)
+        scale = _INPUT / side
+        # Affine map image -> network input: translate the window's corner to 0, then scale.
+        affine = np.array(
+            [[scale, 0, -(center[0] - side / 2) * scale], [0, scale, -(center[1] - side / 2) * scale]]
+        )
+        crop = cv2.warpAffine(image, affine, (_INPUT, _INPUT), flags=cv2.INTER_LINEAR)
+        x = torch.from_numpy(crop).to(self.device).permute(2, 0, 1)[None].float() / 255.0
+        heatmaps = self.net(x)
+        heatmaps = heatmaps[-1] if isinstance(heatmaps, (list, tuple)) else heatmaps  # [1, 68, h, w]
+        hm_size = heatmaps.shape[-1]
+        pts = heatmaps_to_points(heatmaps[0])  # heatmap units
+        xy = pts * (side / hm_size) + (center - side / 2)
+        return np.concatenate([xy, np.zeros((len(xy), 1))], axis=1).astype(np.float32)
+
+    def track_image(self, image: np.ndarray) -> np.ndarray:
+        """Landmarks of the largest face: float32 [68, 3]. Raises NoFaceError/FaceTooSmallError."""
+        image = as_rgb_uint8(image)
+        boxes = detect_face_boxes(image)
+        if len(boxes) == 0:
+            raise NoFaceError(f"no face found in the image ({image.shape[1]}x{image.shape[0]})")
+        faces = [self.landmarks_in_box(image, b) for b in boxes]
+        face = select_largest(faces)
+        check_face_size(face, self.min_face_size)
+        return face
+
+    def track_video(self, frames: Iterable[np.ndarray]) -> np.ndarray:
+        """Per-frame landmarks: float32 [T, 68, 3], NaN rows where no usable face was found."""
+        out = []
+        for frame in frames:
+            frame = as_rgb_uint8(frame)
+            boxes = detect_face_boxes(frame)
+            faces = [self.landmarks_in_box(frame, b) for b in boxes]
+            face = max(faces, key=face_size) if faces else None
+            if face is None or face_size(face) < self.min_face_size:
+                face = np.full((self.num_points, 3), np.nan, dtype=np.float32)
+            out.append(face)
+        if not out:
+            raise ValueError("the video has no frames")
+        return np.stack(out)

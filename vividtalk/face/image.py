@@ -1,0 +1,44 @@
+"""Image input normalisation shared by the tracker, the cropper and the pipeline."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """Bring an image array to RGB uint8 [H, W, 3].
+
+    Accepts grayscale [H, W] or [H, W, 1], RGB, RGBA (alpha dropped: composited on black
+    would darken faces, so the colour channels are kept as they are), uint8, uint16
+    (scaled by 1/257), bool, and float arrays in [0, 1].
+
+    Raises:
+        ValueError: on any other shape or dtype, naming what was received.
+    """
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise ValueError(
+            f"expected an image of shape [H, W], [H, W, 3] or [H, W, 4], got {image.shape}"
+        )
+    if image.shape[0] < 2 or image.shape[1] < 2:
+        raise ValueError(f"image is too small ({image.shape[0]}x{image.shape[1]} pixels)")
+    image = image[:, :, :3] if image.shape[2] == 4 else image
+    if image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    return np.ascontiguousarray(_to_uint8(image))
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.uint16:
+        return (image.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
+    if image.dtype == np.bool_:
+        return image.astype(np.uint8) * 255
+    if np.issubdtype(image.dtype, np.floating):
+        if not np.isfinite(image).all():
+            raise ValueError("image contains NaN or infinite values")
+        return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    raise ValueError(f"unsupported image dtype {image.dtype}; use uint8, uint16 or float in [0, 1]")

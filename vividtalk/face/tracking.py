@@ -1,0 +1,261 @@
+"""Face trackers: 3-D landmarks in pixel coordinates for images and videos.
+
+Two backends behind one interface, chosen by name with :func:`get_tracker`:
+
+- ``"mediapipe"`` (the offline default): MediaPipe Face Mesh from the ``mediapipe==0.10.14``
+  wheel, 478 points (468 mesh vertices + 10 iris points) with depth.
+- ``"face-alignment"``: the 2DFAN-4 landmark network of the ``face-alignment`` project
+  (68 points, the landmarks of FOMM-style preprocessing), read from a TorchScript file that
+  must already be on disk; faces are located with MediaPipe's face detector. Nothing is
+  downloaded: a missing file is an error that names it.
+
+Landmarks are float32 [N, 3]: x = column and y = row in pixels of the input image, z = depth
+in pixels (smaller = closer to the camera; MediaPipe's z scaled by the image width; 0 for
+the 2-D face-alignment backend).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from pathlib import Path
+from typing import Iterable, Protocol, runtime_checkable
+
+import cv2
+import numpy as np
+
+from .image import as_rgb_uint8
+
+
+class NoFaceError(ValueError):
+    """No face was found where one was required."""
+
+
+class FaceTooSmallError(ValueError):
+    """The face is smaller than the tracker's minimum size in pixels."""
+
+
+@runtime_checkable
+class Tracker(Protocol):
+    """Landmark tracker interface."""
+
+    name: str
+    num_points: int
+
+    def track_image(self, image: np.ndarray) -> np.ndarray:
+        """Landmarks of the largest face: float32 [num_points, 3]. Raises NoFaceError."""
+
+    def track_video(self, frames: Iterable[np.ndarray]) -> np.ndarray:
+        """Landmarks per frame: float32 [T, num_points, 3]; NaN rows where no face was found."""
+
+
+def face_size(landmarks: np.ndarray) -> float:
+    """Side of the landmarks' 2-D bounding box in pixels: max(width, height)."""
+    extent = landmarks[:, :2].max(axis=0) - landmarks[:, :2].min(axis=0)
+    return float(extent.max())
+
+
+def select_largest(faces: list[np.ndarray], what: str = "image") -> np.ndarray:
+    """Pick the face with the largest bounding box, warning when there were several.
+
+    Args:
+        faces: list of float [N, 3] landmark arrays (at least one).
+    """
+    if len(faces) > 1:
+        warnings.warn(f"found {len(faces)} faces in the {what}; using the largest", stacklevel=3)
+    return max(faces, key=face_size)
+
+
+def check_face_size(landmarks: np.ndarray, min_size: int) -> None:
+    """Raise FaceTooSmallError when the face is under ``min_size`` pixels."""
+    size = face_size(landmarks)
+    if size < min_size:
+        raise FaceTooSmallError(
+            f"the face is only {size:.0f} px across; at least {min_size} px is needed. "
+            "Use a higher-resolution image or one where the face is larger."
+        )
+
+
+class MediaPipeTracker:
+    """MediaPipe Face Mesh (478 points with the refined lips/eyes/irises model).
+
+    Args:
+        max_num_faces: faces to look for; the largest is returned (with a warning if > 1).
+        min_detection_confidence: face detector threshold.
+        min_tracking_confidence: in video mode, below this the face is re-detected.
+        min_face_size: faces smaller than this (pixels) raise FaceTooSmallError.
+    """
+
+    name = "mediapipe"
+    num_points = 478
+
+    def __init__(
+        self,
+        max_num_faces: int = 4,
+        min_detection_confidence: float = 0.5,
+        min_tracking_confidence: float = 0.5,
+        min_face_size: int = 64,
+    ) -> None:
+        self.max_num_faces = max_num_faces
+        self.min_detection_confidence = min_detection_confidence
+        self.min_tracking_confidence = min_tracking_confidence
+        self.min_face_size = min_face_size
+        self._static = None
+
+    def _face_mesh(self, static: bool):
+        from mediapipe.python.solutions.face_mesh import FaceMesh
+
+        return FaceMesh(
+            static_image_mode=static,
+            max_num_faces=self.max_num_faces,
+            refine_landmarks=True,
+            min_detection_confidence=self.min_detection_confidence,
+            min_tracking_confidence=self.min_tracking_confidence,
+        )
+
+    def _faces(self, mesh, image: np.ndarray) -> list[np.ndarray]:
+        h, w = image.shape[:2]
+        result = mesh.process(image)
+        if not result.multi_face_landmarks:
+            return []
+        scale = np.array([w, h, w], dtype=np.float32)
+        return [
+            np.array([(p.x, p.y, p.z) for p in face.landmark], dtype=np.float32) * scale
+            for face in result.multi_face_landmarks
+        ]
+
+    def track_image(self, image: np.ndarray) -> np.ndarray:
+        """Landmarks of the largest face in one image.
+
+        Faces are found with MediaPipe's full-range detector and each is meshed in a window
+        around its box: the Face Mesh's own short-range detector misses small faces in large
+        or wide images and finds at most one face in many group shots.
+
+        Args:
+            image: [H, W, 3] RGB uint8 (grayscale, RGBA, uint16 and float are converted).
+        Returns:
+            float32 [478, 3] pixel coordinates + depth.
+        Raises:
+            NoFaceError, FaceTooSmallError.
+        """
+        image = as_rgb_uint8(image)
+        if self._static is None:
+            self._static = self._face_mesh(static=True)
+        faces = [f for box in detect_face_boxes(image) for f in self._mesh_in_box(image, box)]
+        if not faces:  # the detector can miss faces that fill the whole frame
+            faces = self._faces(self._static, image)[:1]
+        if not faces:
+            raise NoFaceError(
+                f"no face found in the image ({image.shape[1]}x{image.shape[0]}); "
+                "use a photo with one clearly visible, roughly frontal face"
+            )
+        face = select_largest(faces)
+        check_face_size(face, self.min_face_size)
+        return face
+
+    def _mesh_in_box(self, image: np.ndarray, box: np.ndarray, work_size: int = 384) -> list[np.ndarray]:
+        """Mesh one detected face in a square window twice its box size (at most one face)."""
+        side = 2.0 * max(box[2] - box[0], box[3] - box[1])
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        s = work_size / side
+        affine = np.array([[s, 0, work_size / 2 - cx * s], [0, s, work_size / 2 - cy * s]])
+        window = cv2.warpAffine(image, affine, (work_size, work_size), borderMode=cv2.BORDER_CONSTANT)
+        found = self._faces(self._static, window)
+        if not found:
+            return []
+        # The face nearest the window centre is the detected one.
+        face = min(found, key=lambda f: np.abs(f[:, :2].mean(0) - work_size / 2).sum())
+        face[:, 0] = (face[:, 0] - affine[0, 2]) / s
+        face[:, 1] = (face[:, 1] - affine[1, 2]) / s
+        face[:, 2] = face[:, 2] / s
+        return [face]
+
+    def track_video(self, frames: Iterable[np.ndarray]) -> np.ndarray:
+        """Track through a sequence in MediaPipe's tracking mode (temporally coherent).
+
+        Args:
+            frames: iterable of [H, W, 3] RGB uint8 frames.
+        Returns:
+            float32 [T, 478, 3]; rows are NaN for frames with no face or a face below
+            ``min_face_size`` (callers split clips there).
+        """
+        out = []
+        with contextlib.closing(self._face_mesh(static=False)) as mesh:
+            for frame in frames:
+                faces = self._faces(mesh, as_rgb_uint8(frame))
+                face = max(faces, key=face_size) if faces else None
+                if face is None or face_size(face) < self.min_face_size:
+                    face = np.full((self.num_points, 3), np.nan, dtype=np.float32)
+                out.append(face)
+        if not out:
+            raise ValueError("the video has no frames")
+        return np.stack(out)
+
+    def close(self) -> None:
+        if self._static is not None:
+            self._static.close()
+            self._static = None
+
+
+def detect_face_boxes(image: np.ndarray, min_confidence: float = 0.5) -> np.ndarray:
+    """Face boxes from MediaPipe's face detector (full-range model).
+
+    Args:
+        image: [H, W, 3] RGB uint8.
+    Returns:
+        float32 [N, 4] boxes (x0, y0, x1, y1) in pixels, N >= 0.
+    """
+    from mediapipe.python.solutions.face_detection import FaceDetection
+
+    h, w = image.shape[:2]
+    with FaceDetection(model_selection=1, min_detection_confidence=min_confidence) as det:
+        result = det.process(image)
+    boxes = []
+    for d in result.detections or []:
+        b = d.location_data.relative_bounding_box
+        boxes.append((b.xmin * w, b.ymin * h, (b.xmin + b.width) * w, (b.ymin + b.height) * h))
+    return np.array(boxes, dtype=np.float32).reshape(-1, 4)
+
+
+FAN_FILE = "2DFAN4-cd938726ad.zip"
+
+
+def default_fan_dir() -> Path:
+    """The torch hub checkpoint cache, where the face-alignment package keeps its weights."""
+    torch_home = os.environ.get("TORCH_HOME", os.path.join(os.path.expanduser("~"), ".cache", "torch"))
+    return Path(torch_home) / "hub" / "checkpoints"
+
+
+def find_fan_weights(weights: str | os.PathLike | None) -> Path:
+    """Locate the 2DFAN-4 TorchScript file: a file path, a directory holding ``2DFAN4*.zip``,
+    or (None) the torch hub cache. Raises FileNotFoundError naming the missing file."""
+    path = Path(weights) if weights is not None else default_fan_dir()
+    if path.is_file():
+        return path
+    found = sorted(path.glob("2DFAN4*.zip")) if path.is_dir() else []
+    if found:
+        return found[0]
+    raise FileNotFoundError(
+        f"face-alignment weights not found: expected {path / FAN_FILE if path.suffix != '.zip' else path}. "
+        "vividtalk never downloads weights: copy the 2DFAN-4 TorchScript file released by the "
+        "face-alignment project there (or pass its path), or use the offline default tracker "
+        "'mediapipe'."
+    )
+
+
+TRACKERS = ("mediapipe", "face-alignment")
+
+
+def get_tracker(name: str = "mediapipe", **kwargs) -> Tracker:
+    """Build a tracker by name: ``"mediapipe"`` (default, offline) or ``"face-alignment"``.
+
+    Keyword arguments go to the backend's constructor.
+    """
+    if name == "mediapipe":
+        return MediaPipeTracker(**kwargs)
+    if name == "face-alignment":
+        from .fan_tracker import FaceAlignmentTracker
+
+        return FaceAlignmentTracker(**kwargs)
+    raise ValueError(f"unknown tracker {name!r}; choose one of {', '.join(TRACKERS)}")
