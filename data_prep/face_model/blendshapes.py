@@ -21,7 +21,7 @@ def jaw_weight(g: Geometry) -> np.ndarray:
     return w
 
 
-def jaw_open(g: Geometry, angle: float = 0.3) -> np.ndarray:
+def jaw_open(g: Geometry, angle: float = 0.4) -> np.ndarray:
     """Rotate the mandible about the jaw hinge (ear level, behind the face): chin down/back."""
     pivot = np.array([0.0, g.y[g.idx("nose")].min(), 0.35])
     c, s = np.cos(angle), np.sin(angle)

@@ -88,7 +88,7 @@ class Geometry:
     def mouth_gate(self) -> np.ndarray:
         """float [V]: 0 at and above the nose base, 1 from just below it (mouth shapes)."""
         base = self.y[self.idx("nose")].max()
-        return ramp(self.y, base - 0.01, base + 0.05)
+        return ramp(self.y, base, base + 0.06)
 
     def eye_gate(self) -> np.ndarray:
         """float [V]: 1 above the nose's upper half, 0 below (eye and brow shapes)."""

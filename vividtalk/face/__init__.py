@@ -1,0 +1,37 @@
+"""Face geometry: tracking, cropping, the linear face model, poses and fitting."""
+
+from .crop import CropBox, clip_crop_box, crop_image, paste_back
+from .fitting import FaceFitter, FitResult, fit_mesh
+from .image import as_rgb_uint8
+from .model import FaceModel
+from .pose import POSE_DIM, apply_pose, euler_to_matrix, invert_pose, matrix_to_euler, procrustes
+from .tracking import (
+    FaceTooSmallError,
+    MediaPipeTracker,
+    NoFaceError,
+    Tracker,
+    get_tracker,
+)
+
+__all__ = [
+    "CropBox",
+    "FaceFitter",
+    "FaceModel",
+    "FaceTooSmallError",
+    "FitResult",
+    "MediaPipeTracker",
+    "NoFaceError",
+    "POSE_DIM",
+    "Tracker",
+    "apply_pose",
+    "as_rgb_uint8",
+    "clip_crop_box",
+    "crop_image",
+    "euler_to_matrix",
+    "fit_mesh",
+    "get_tracker",
+    "invert_pose",
+    "matrix_to_euler",
+    "paste_back",
+    "procrustes",
+]
