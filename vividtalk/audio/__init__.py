@@ -1,0 +1,41 @@
+"""Audio front end: loading, 25 fps alignment and per-video-frame feature encoders.
+
+Contract (DESIGN.md section 3): audio is 16 kHz mono float32 in [-1, 1]; video frame f covers
+samples [640 f, 640 (f + 1)); every encoder yields exactly ``num_frames(N)`` feature vectors.
+"""
+
+from vividtalk.audio.align import (
+    FPS,
+    SAMPLE_RATE,
+    SAMPLES_PER_FRAME,
+    frame_audio_windows,
+    num_frames,
+    pad_to_frames,
+)
+from vividtalk.audio.conv_frontend import MelConvFrontEnd
+from vividtalk.audio.encoders import AUDIO_ENCODER_NAMES, build_audio_encoder
+from vividtalk.audio.io import AudioError, is_silent, load_audio
+from vividtalk.audio.logmel_encoder import LogMelEncoder
+from vividtalk.audio.mel import hz_to_mel, mel_center_frequencies, mel_filterbank, mel_to_hz
+from vividtalk.audio.wav2vec2_encoder import Wav2Vec2Encoder
+
+__all__ = [
+    "AUDIO_ENCODER_NAMES",
+    "AudioError",
+    "FPS",
+    "LogMelEncoder",
+    "MelConvFrontEnd",
+    "SAMPLES_PER_FRAME",
+    "SAMPLE_RATE",
+    "Wav2Vec2Encoder",
+    "build_audio_encoder",
+    "frame_audio_windows",
+    "hz_to_mel",
+    "is_silent",
+    "load_audio",
+    "mel_center_frequencies",
+    "mel_filterbank",
+    "mel_to_hz",
+    "num_frames",
+    "pad_to_frames",
+]
