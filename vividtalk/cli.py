@@ -1,0 +1,66 @@
+"""The ``vividtalk`` console script.
+
+Commands available now:
+  bench NAME      benchmarks (``render``); ``--json`` prints one machine-readable object
+  fit-face        track and fit the face model on an image and save a visual check
+
+Data preparation is a separate script: ``vividtalk-prep`` (``python -m data_prep``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import run_benchmark
+
+    kwargs = {"device": args.device, "repeats": args.repeats}
+    if args.batch_size:
+        kwargs["batch_size"] = args.batch_size
+    print(run_benchmark(args.name, as_json=args.json, **kwargs))
+    return 0
+
+
+def _fit_face(args: argparse.Namespace) -> int:
+    from .face.visualize import fit_face_report
+
+    summary = fit_face_report(args.image, args.output, tracker=args.tracker)
+    print(summary)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vividtalk",
+        description="One-shot audio-driven talking-head generation. "
+        "Data preparation: see `vividtalk-prep --help`.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    bench = sub.add_parser("bench", help="run a benchmark (render)")
+    bench.add_argument("name", help="which benchmark: render")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    bench.add_argument("--repeats", type=int, default=50, help="timed repetitions")
+    bench.add_argument("--batch-size", type=int, default=0, help="frames per call (default: 1)")
+    bench.set_defaults(func=_bench)
+    fit = sub.add_parser("fit-face", help="fit the face model to an image; save image | NCC render | overlay")
+    fit.add_argument("--image", help="input photo with one face (default: scikit-image's portrait)")
+    fit.add_argument("--output", required=True, help="output PNG")
+    fit.add_argument("--tracker", default="mediapipe", help="mediapipe (default) or face-alignment")
+    fit.set_defaults(func=_fit_face)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as err:  # user errors: one clear line, no traceback
+        print(f"vividtalk {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
