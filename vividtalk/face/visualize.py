@@ -13,6 +13,7 @@ from .crop import clip_crop_box, crop_image
 from .fitting import FaceFitter
 from .image import as_rgb_uint8
 from .model import FaceModel
+from .topology import points_in_polygon
 from .tracking import get_tracker
 
 
@@ -36,13 +37,11 @@ def render_ncc(
 
 
 def oval_mask(landmarks: np.ndarray, model: FaceModel, height: int, width: int) -> np.ndarray:
-    """Filled face-oval polygon of tracked landmarks: bool [H, W]."""
+    """Pixels whose centre lies inside the tracked face-oval polygon: bool [H, W]."""
     loop = landmarks[model.regions["face_oval"], :2]
-    mask = np.zeros((height, width), np.uint8)
-    # cv2 draws with 4 fractional bits; pixel centres are at +0.5 in our convention.
-    pts = np.round((loop - 0.5) * 16).astype(np.int32)
-    cv2.fillPoly(mask, [pts], 1, lineType=cv2.LINE_8, shift=4)
-    return mask.astype(bool)
+    ys, xs = np.mgrid[0:height, 0:width]
+    centres = np.stack([xs.ravel() + 0.5, ys.ravel() + 0.5], axis=1)
+    return points_in_polygon(centres, loop).reshape(height, width)
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
