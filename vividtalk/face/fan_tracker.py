@@ -20,9 +20,9 @@ from .tracking import (
     NoFaceError,
     check_face_size,
     detect_face_boxes,
-    face_size,
     find_fan_weights,
     select_largest,
+    stack_tracks,
 )
 
 # face-alignment's crop convention: a square of 200 * scale pixels around the box centre,
@@ -125,15 +125,5 @@ class FaceAlignmentTracker:
 
     def track_video(self, frames: Iterable[np.ndarray]) -> np.ndarray:
         """Per-frame landmarks: float32 [T, 68, 3], NaN rows where no usable face was found."""
-        out = []
-        for frame in frames:
-            frame = as_rgb_uint8(frame)
-            boxes = detect_face_boxes(frame)
-            faces = [self.landmarks_in_box(frame, b) for b in boxes]
-            face = max(faces, key=face_size) if faces else None
-            if face is None or face_size(face) < self.min_face_size:
-                face = np.full((self.num_points, 3), np.nan, dtype=np.float32)
-            out.append(face)
-        if not out:
-            raise ValueError("the video has no frames")
-        return np.stack(out)
+        faces_in = lambda f: [self.landmarks_in_box(f, b) for b in detect_face_boxes(f)]  # noqa: E731
+        return stack_tracks(frames, faces_in, self.num_points, self.min_face_size)

@@ -76,7 +76,8 @@ def solve_bounded_ridge(
         [T, K] solutions.
     """
     k = basis.shape[0]
-    gram = basis @ basis.T + torch.diag(torch.as_tensor(ridge, dtype=basis.dtype, device=basis.device).expand(k))
+    ridge = torch.as_tensor(ridge, dtype=basis.dtype, device=basis.device).expand(k)
+    gram = basis @ basis.T + torch.diag(ridge)
     rhs = targets @ basis.T  # [T, K]
     step = 1.0 / torch.linalg.eigvalsh(gram).max()
     lower = torch.as_tensor(lower, dtype=basis.dtype, device=basis.device)
@@ -187,7 +188,9 @@ class FaceFitter:
         free = identity - mean - (alpha @ u_id).view_as(mean)
         prior_residual = free.norm(dim=-1).pow(2).mean().sqrt() * pose[:, 6].mean()
         f = lambda t: t.float()  # noqa: E731
-        return FitResult(f(pose), f(beta), f(lip_offsets), f(identity), f(alpha), f(residual), f(prior_residual))
+        return FitResult(
+            f(pose), f(beta), f(lip_offsets), f(identity), f(alpha), f(residual), f(prior_residual)
+        )
 
 
 def fit_mesh(vertices, model: FaceModel | None = None, identity: torch.Tensor | None = None) -> FitResult:

@@ -54,7 +54,9 @@ def invert_pose(points: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
     return torch.einsum("...ji,...vj->...vi", rot, centred)
 
 
-def procrustes(source: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+def procrustes(
+    source: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """Weighted similarity alignment (Umeyama 1991): pose with target ~= apply_pose(source, pose).
 
     Args:

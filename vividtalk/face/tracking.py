@@ -77,6 +77,26 @@ def check_face_size(landmarks: np.ndarray, min_size: int) -> None:
         )
 
 
+def stack_tracks(frames: Iterable[np.ndarray], faces_in, num_points: int, min_face_size: int) -> np.ndarray:
+    """Largest face per frame, NaN rows where none (or only a too small one) is found.
+
+    Args:
+        frames: iterable of images; faces_in: RGB uint8 frame -> list of [N, 3] faces.
+    Returns:
+        float32 [T, num_points, 3].
+    """
+    out = []
+    for frame in frames:
+        faces = faces_in(as_rgb_uint8(frame))
+        face = max(faces, key=face_size) if faces else None
+        if face is None or face_size(face) < min_face_size:
+            face = np.full((num_points, 3), np.nan, dtype=np.float32)
+        out.append(face)
+    if not out:
+        raise ValueError("the video has no frames")
+    return np.stack(out)
+
+
 class MediaPipeTracker:
     """MediaPipe Face Mesh (478 points with the refined lips/eyes/irises model).
 
@@ -180,17 +200,8 @@ class MediaPipeTracker:
             float32 [T, 478, 3]; rows are NaN for frames with no face or a face below
             ``min_face_size`` (callers split clips there).
         """
-        out = []
         with contextlib.closing(self._face_mesh(static=False)) as mesh:
-            for frame in frames:
-                faces = self._faces(mesh, as_rgb_uint8(frame))
-                face = max(faces, key=face_size) if faces else None
-                if face is None or face_size(face) < self.min_face_size:
-                    face = np.full((self.num_points, 3), np.nan, dtype=np.float32)
-                out.append(face)
-        if not out:
-            raise ValueError("the video has no frames")
-        return np.stack(out)
+            return stack_tracks(frames, lambda f: self._faces(mesh, f), self.num_points, self.min_face_size)
 
     def close(self) -> None:
         if self._static is not None:
