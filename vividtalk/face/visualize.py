@@ -13,7 +13,7 @@ from .crop import clip_crop_box, crop_image
 from .fitting import FaceFitter
 from .image import as_rgb_uint8
 from .model import FaceModel
-from .topology import points_in_polygon
+from .segmentation import face_region
 from .tracking import get_tracker
 
 
@@ -38,10 +38,7 @@ def render_ncc(
 
 def oval_mask(landmarks: np.ndarray, model: FaceModel, height: int, width: int) -> np.ndarray:
     """Pixels whose centre lies inside the tracked face-oval polygon: bool [H, W]."""
-    loop = landmarks[model.regions["face_oval"], :2]
-    ys, xs = np.mgrid[0:height, 0:width]
-    centres = np.stack([xs.ravel() + 0.5, ys.ravel() + 0.5], axis=1)
-    return points_in_polygon(centres, loop).reshape(height, width)
+    return face_region(landmarks, model, height, width)
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
