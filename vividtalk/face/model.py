@@ -109,6 +109,15 @@ class FaceModel(nn.Module):
         """beta U_exp: beta [..., K] -> [..., V, 3]."""
         return torch.einsum("...k,kvc->...vc", beta, self.exp_basis)
 
+    def lip_contour(self) -> torch.Tensor:
+        """Vertex indices of the lip contours [40] (outer loop, then inner loop, each from the
+        subject's right corner over the upper lip and back under the lower lip): the 2-D lip
+        landmarks of the clip format."""
+        r = self.regions
+        order = [r["lips_outer_upper"], r["lips_outer_lower"][1:-1][::-1],
+                 r["lips_inner_upper"], r["lips_inner_lower"][1:-1][::-1]]
+        return torch.from_numpy(np.concatenate(order))
+
     def scatter_lips(self, lip_offsets: torch.Tensor) -> torch.Tensor:
         """O_lip [..., L, 3] -> per-vertex offsets [..., V, 3] (zero off the lips)."""
         out = lip_offsets.new_zeros(*lip_offsets.shape[:-2], self.num_vertices, 3)
