@@ -1,0 +1,228 @@
+"""The synthetic talking-head corpus: ``python -m data_prep synth OUT_DIR --clips N --seed S``.
+
+Every clip has exact ground truth. An identity is a real photo (the scikit-image portrait by
+default, or each image of ``--faces DIR``) whose fitted 3-D face is widened by a random
+shape perturbation along the identity basis, and one eSpeak NG voice. A clip is one spoken
+sentence: phoneme-timed speech drives blendshape curves, lip offsets, blinks, brows and head
+motion (``motion.py``); the face model assembles the meshes; the photo is warped to follow
+them (``warp.py``). Clip ``i`` depends only on (seed, i), so the corpus is deterministic for a
+seed, whatever the number of workers, and a rerun skips the clips already written.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from vividtalk.data import ClipData, build_manifest, list_clips, remove_incomplete, write_clip
+from vividtalk.face import FaceFitter, FaceModel, MediaPipeTracker, clip_crop_box, crop_image
+from vividtalk.face.segmentation import label_masks, person_mask
+from vividtalk.face.visualize import read_image
+
+CROP = 256
+
+
+@dataclass
+class SourceFace:
+    """A photo prepared for synthesis (crop pixels throughout).
+
+    Attributes:
+        name: identity stem (the photo's file stem).
+        crop: uint8 [S, S, 3]; labels: uint8 [S, S] (0 bg, 1 hair/torso, 2 face).
+        vertices: float32 [V, 3] fitted mesh of the photo; pose: float32 [7];
+        identity: float32 [V, 3] its neutral shape.
+    """
+
+    name: str
+    crop: np.ndarray
+    labels: np.ndarray
+    vertices: np.ndarray
+    pose: np.ndarray
+    identity: np.ndarray
+
+
+def prepare_source(name: str, image: np.ndarray, model: FaceModel) -> SourceFace:
+    """Track, crop, fit and segment one photo."""
+    landmarks = MediaPipeTracker().track_image(image)
+    box = clip_crop_box(landmarks)
+    crop = crop_image(image, box, CROP)
+    points = box.to_crop(landmarks, CROP)
+    fit = FaceFitter(model).fit(points)
+    vertices = model.assemble(fit.beta, identity=fit.identity, lip_offsets=fit.lip_offsets, pose=fit.pose)[0]
+    labels = label_masks(person_mask(crop), vertices.numpy(), model)
+    return SourceFace(name, crop, labels, vertices.numpy(), fit.pose[0].numpy(), fit.identity.numpy())
+
+
+def photo_sources(faces_dir: str | None) -> list[tuple[str, np.ndarray]]:
+    """(name, RGB image) of every photo: ``faces_dir``'s images, or the default portrait."""
+    if faces_dir is None:
+        import skimage.data
+
+        return [("astronaut", skimage.data.astronaut())]
+    paths = sorted(p for p in Path(faces_dir).iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp"})
+    if not paths:
+        raise ValueError(f"no face images (jpg/png/bmp) in {faces_dir}")
+    return [(p.stem, read_image(p)) for p in paths]
+
+
+def identity_shape(source: SourceFace, model: FaceModel, seed: int, k: int, spread: float) -> np.ndarray:
+    """Identity k of a photo: its neutral shape plus a seeded perturbation alpha U_id."""
+    if k == 0:
+        return source.identity  # the photo's own shape stays in the corpus
+    rng = np.random.default_rng([seed, 7, k])
+    alpha = torch.from_numpy(rng.normal(0.0, spread, model.num_identity).astype(np.float32))
+    return source.identity + (model.identity_shape(alpha) - model.mean).numpy()
+
+
+def compose_pose(base: np.ndarray, head: np.ndarray) -> np.ndarray:
+    """Photo pose [7] + relative head motion [T, 6] -> poses [T, 7].
+
+    Head motion: (d_pitch, d_yaw, d_roll) radians, (d_tx, d_ty) face heights, d_log_scale.
+    """
+    pose = np.repeat(base[None].astype(np.float32), len(head), axis=0)
+    pose[:, :3] += head[:, :3]
+    pose[:, 3:5] += head[:, 3:5] * base[6]
+    pose[:, 6] *= np.exp(head[:, 5])
+    return pose
+
+
+@dataclass
+class SynthConfig:
+    """Corpus settings (every clip's randomness derives from ``seed`` and its index).
+
+    Attributes:
+        clips: number of clips; clips_per_identity: clips sharing a shape and a voice;
+        spread: std of the identity-basis perturbation; min_seconds/max_seconds: target
+        clip length (sentences are drawn until the speech fits).
+    """
+
+    clips: int = 200
+    seed: int = 0
+    clips_per_identity: int = 10
+    spread: float = 0.8
+    min_seconds: float = 4.0
+    max_seconds: float = 8.0
+
+
+def clip_utterance(cfg: SynthConfig, index: int, voice: str):
+    """The utterance of clip ``index``: sentences in one voice until at least min_seconds."""
+    from .speech import pad_silence, random_sentence, synthesize
+
+    rng = np.random.default_rng([cfg.seed, 11, index])
+    rate, pitch = int(rng.integers(130, 201)), int(rng.integers(30, 71))
+    words = []
+    for _ in range(8):
+        words.append(random_sentence(rng))
+        utterance = synthesize(" ".join(words), voice=voice, rate=rate, pitch=pitch)
+        if utterance.duration >= cfg.min_seconds - 0.6:
+            break
+    if utterance.duration > cfg.max_seconds - 0.6 and len(words) > 1:
+        utterance = synthesize(" ".join(words[:-1]), voice=voice, rate=rate, pitch=pitch)
+    return pad_silence(utterance, float(rng.uniform(0.2, 0.4)), float(rng.uniform(0.2, 0.4)))
+
+
+def synth_clip(cfg: SynthConfig, index: int, sources: list[SourceFace], model: FaceModel, warpers: dict) -> ClipData:
+    """Generate clip ``index`` (deterministic in (cfg.seed, index))."""
+    from .motion import synth_motion
+    from .speech import VOICES
+
+    person = index // cfg.clips_per_identity
+    source = sources[person % len(sources)]
+    shape_k = person // len(sources)
+    voice = VOICES[int(np.random.default_rng([cfg.seed, 5, person]).integers(len(VOICES)))]
+    utterance = clip_utterance(cfg, index, voice)
+    lips = model.lip_indices
+    motion = synth_motion(
+        utterance, model.expression_names, model.num_lip_vertices, np.random.default_rng([cfg.seed, 13, index]),
+        lip_positions=model.mean[lips].numpy(), lip_basis=model.exp_basis[:, lips].numpy(),
+    )
+    identity = identity_shape(source, model, cfg.seed, shape_k, cfg.spread)
+    pose = compose_pose(source.pose, motion.head)
+    vertices = model.assemble(
+        torch.from_numpy(motion.beta), identity=torch.from_numpy(identity),
+        lip_offsets=torch.from_numpy(motion.lip_offsets), pose=torch.from_numpy(pose),
+    ).numpy()
+    frames, masks = warpers[source.name].render(vertices)
+    contour = model.lip_contour().numpy()
+    arrays = dict(vertices=vertices, pose=pose, beta=motion.beta, lip_offsets=motion.lip_offsets,
+                  identity=identity, lip_landmarks=vertices[:, contour, :2], masks=masks)
+    meta = dict(source=f"synthetic:{source.name}", identity=f"{source.name}-shape{shape_k:03d}-{voice}",
+                face_model_id=model.model_id, synthetic=True, seed=cfg.seed, index=index, voice=voice,
+                rate=utterance.rate, pitch=utterance.pitch, text=utterance.text,
+                phonemes=[list(p) for p in utterance.phonemes])
+    audio = np.pad(utterance.audio, (0, len(frames) * 640 - len(utterance.audio)))
+    return ClipData(frames, audio, arrays, meta)
+
+
+class _Worker:
+    """Per-process state: the face model, prepared photos and their warpers (built once)."""
+
+    def __init__(self, faces_dir: str | None) -> None:
+        from .warp import PhotoWarper
+
+        torch.set_num_threads(1)
+        self.model = FaceModel.default()
+        self.sources = [prepare_source(n, img, self.model) for n, img in photo_sources(faces_dir)]
+        self.warpers = {
+            s.name: PhotoWarper(s.crop, s.vertices, self.model, s.labels) for s in self.sources
+        }
+
+
+_WORKER: _Worker | None = None
+
+
+def _init_worker(faces_dir: str | None) -> None:
+    global _WORKER
+    _WORKER = _Worker(faces_dir)
+
+
+def _make_clip(job: tuple[SynthConfig, int, str]) -> tuple[int, int, float]:
+    """Generate and write one clip in a worker; returns (index, frames, seconds)."""
+    cfg, index, out_dir = job
+    start = time.perf_counter()
+    data = synth_clip(cfg, index, _WORKER.sources, _WORKER.model, _WORKER.warpers)
+    write_clip(out_dir, clip_name(index), data)
+    return index, len(data.frames), time.perf_counter() - start
+
+
+def clip_name(index: int) -> str:
+    return f"synth-{index:05d}"
+
+
+def generate_corpus(out_dir: str | os.PathLike, cfg: SynthConfig, faces_dir: str | None = None,
+                    workers: int = 1) -> dict:
+    """Write the corpus (resuming: clips already present are kept) and its manifest.
+
+    Returns a summary: clips written/skipped, frames, wall seconds, frames per second.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    remove_incomplete(out_dir)
+    done = {p.name for p in list_clips(out_dir)}
+    todo = [(cfg, i, str(out_dir)) for i in range(cfg.clips) if clip_name(i) not in done]
+    start, frames = time.perf_counter(), 0
+    with tqdm(total=len(todo), desc="synthetic clips", unit="clip") as bar:
+        if workers <= 1:
+            _init_worker(faces_dir)
+            results = map(_make_clip, todo)
+            for _, n, _ in results:
+                frames += n
+                bar.update()
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            with ctx.Pool(workers, initializer=_init_worker, initargs=(faces_dir,)) as pool:
+                for _, n, _ in pool.imap_unordered(_make_clip, todo):
+                    frames += n
+                    bar.update()
+    seconds = time.perf_counter() - start
+    manifest = build_manifest(out_dir, seed=cfg.seed)
+    return {"written": len(todo), "skipped": len(done), "frames": frames, "seconds": round(seconds, 1),
+            "frames_per_second": round(frames / seconds, 1) if seconds > 0 else None,
+            "splits": {k: len(v) for k, v in manifest["splits"].items()}}
