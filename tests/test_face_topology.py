@@ -98,3 +98,14 @@ def test_regions(face_model):
     x = face_model.mean.numpy()[:, 0]
     assert x[r["left_eye_upper"]].mean() > 0 > x[r["right_eye_upper"]].mean()  # subject's left = +x
     assert len(r["face_oval"]) == 36 and 60 <= len(r["lips"]) <= 100
+
+
+def test_scanline_fill_equals_the_per_pixel_polygon_test():
+    rng = np.random.default_rng(0)
+    ys, xs = np.mgrid[0:50, 0:55]
+    centres = np.stack([xs.ravel() + 0.5, ys.ravel() + 0.5], 1)
+    for _ in range(30):
+        poly = rng.random((int(rng.integers(3, 40)), 2)) * 60 - 5
+        poly = np.round(poly * 2) / 2  # vertices on pixel centres and edges: the tie cases
+        ref = topology.points_in_polygon(centres, poly).reshape(50, 55)
+        assert np.array_equal(topology.fill_polygon(poly, 50, 55), ref)

@@ -101,7 +101,8 @@ def write_clip(root: str | os.PathLike, clip_id: str, data: ClipData) -> Path:
     tmp = root / f".tmp-{clip_id}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        write_video(tmp / "frames.mp4", data.frames, fps=FPS)
+        # veryfast: half the encoding time of the default for a few % more bytes at CRF 18.
+        write_video(tmp / "frames.mp4", data.frames, fps=FPS, preset="veryfast")
         if data.audio is not None:
             _write_wav(tmp / "audio.wav", data.audio)
         arrays = {k: np.asarray(data.arrays[k], dtype=CLIP_ARRAYS[k][1]) for k in CLIP_ARRAYS}

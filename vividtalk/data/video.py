@@ -64,9 +64,10 @@ def write_video(
     audio: np.ndarray | None = None,
     sample_rate: int = 16000,
     quality: int = 18,
+    preset: str = "medium",
 ) -> None:
-    """Encode RGB uint8 frames as H.264 mp4 (yuv420p, CRF ``quality``), muxing 16 kHz mono
-    float32 ``audio`` as AAC when given. Written to a temporary name and renamed, so a
+    """Encode RGB uint8 frames as H.264 mp4 (yuv420p, CRF ``quality``, x264 ``preset``),
+    muxing 16 kHz mono float32 ``audio`` as AAC when given. Written to a temporary name and renamed, so a
     failure never leaves a partial file at ``path``.
     """
     path = Path(path)
@@ -87,7 +88,8 @@ def write_video(
             np.asarray(audio, dtype="<f4").tofile(wav)
             cmd += ["-f", "f32le", "-ar", str(sample_rate), "-ac", "1", "-i", str(wav), "-c:a", "aac",
                     "-shortest"]
-        cmd += ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(quality), "-movflags", "+faststart",
+        cmd += ["-c:v", "libx264", "-preset", preset, "-pix_fmt", "yuv420p", "-crf", str(quality),
+                "-movflags", "+faststart",
                 str(tmp)]
         _pipe_frames(cmd, first, frames)
         os.replace(tmp, path)

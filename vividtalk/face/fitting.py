@@ -100,16 +100,23 @@ class FaceFitter:
         expression_ridge: ridge weight on beta (canonical units: face heights squared).
         identity_ridge: ridge weight on alpha.
         iterations: alternations of pose and identity for clips with unknown identity.
+        rest_quantile: for clips of at least ``rest_min_frames`` frames, each expression's
+            rest value is this quantile of its coefficients over the clip, and is moved into
+            the identity (see :meth:`_neutralise`).
+        rest_min_frames: shorter inputs (e.g. one photo) keep the prior-based split.
     """
 
     def __init__(
         self,
         model: FaceModel,
-        expression_ridge: float = 1e-4,
+        expression_ridge: float = 3e-3,
         identity_ridge: float = 1e-3,
         iterations: int = 4,
+        rest_quantile: float = 0.05,
+        rest_min_frames: int = 25,
     ) -> None:
         self.model = model
+        self.rest_quantile, self.rest_min_frames = rest_quantile, rest_min_frames
         self.expression_ridge = expression_ridge
         self.identity_ridge = identity_ridge
         self.iterations = iterations
@@ -138,10 +145,28 @@ class FaceFitter:
         mean, _, _ = self._bases(y.device)
         if identity is None:
             identity = self._estimate_identity(y)
+            if len(y) >= self.rest_min_frames:
+                identity = self._neutralise(y, identity)
         identity = identity.to(y)
         pose, canonical = self._pose(y, identity)
         beta = self._expressions(canonical - identity)
         return self._result(y, pose, canonical, beta, identity)
+
+    def _neutralise(self, y: torch.Tensor, identity: torch.Tensor, rounds: int = 2) -> torch.Tensor:
+        """Move each expression's rest value into the identity.
+
+        The identity basis cannot express every personal trait (lip thickness, brow height),
+        so a per-frame split attributes such traits to expressions, as a constant offset. In
+        a clip, a face relaxes every shape at some point: the low quantile of each
+        coefficient over the clip is its rest value, and the neutral face includes it.
+        """
+        _, _, u_exp = self._bases(y.device)
+        for _ in range(rounds):
+            _, canonical = self._pose(y, identity)
+            beta = self._expressions(canonical - identity)
+            rest = torch.quantile(beta, self.rest_quantile, dim=0)  # [K]
+            identity = identity + (rest @ u_exp).view_as(identity)
+        return identity
 
     def _pose(self, y: torch.Tensor, identity: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         r = self.rigid.to(y.device)

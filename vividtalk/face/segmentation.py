@@ -10,7 +10,7 @@ import numpy as np
 
 from .image import as_rgb_uint8
 from .model import FaceModel
-from .topology import points_in_polygon
+from .topology import fill_polygon
 
 BACKGROUND, HAIR_TORSO, FACE = 0, 1, 2
 
@@ -46,9 +46,7 @@ def person_mask(image: np.ndarray) -> np.ndarray:
 
 def face_region(vertices: np.ndarray, model: FaceModel, height: int, width: int) -> np.ndarray:
     """Pixels whose centre is inside the face-oval polygon of image-space vertices: bool [H, W]."""
-    ys, xs = np.mgrid[0:height, 0:width]
-    centres = np.stack([xs.ravel() + 0.5, ys.ravel() + 0.5], axis=1)
-    return points_in_polygon(centres, vertices[model.regions["face_oval"], :2]).reshape(height, width)
+    return fill_polygon(np.asarray(vertices)[model.regions["face_oval"], :2], height, width)
 
 
 def label_masks(

@@ -176,6 +176,30 @@ def points_in_polygon(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
     return ((crosses & (x < x_at)).sum(axis=1) % 2) == 1
 
 
+def fill_polygon(polygon: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Pixels whose centre (j + 0.5, i + 0.5) is inside a polygon (even-odd rule): bool [H, W].
+
+    The same answer as :func:`points_in_polygon` on every pixel centre, by scanlines: each
+    edge crossing of a row toggles the pixels to its left, so the cost is O(H (E + W)).
+
+    Args:
+        polygon: float [n, 2] ordered vertices (x, y) in pixels.
+    """
+    x0, y0 = polygon[:, 0], polygon[:, 1]
+    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+    yc = np.arange(height)[:, None] + 0.5  # [H, 1]
+    crosses = (y0 > yc) != (y1 > yc)  # [H, E]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x_at = x0 + (yc - y0) * (x1 - x0) / (y1 - y0)
+    rows, edges = np.nonzero(crosses)
+    # Pixel j is left of the crossing iff j + 0.5 < x_at, i.e. j < ceil(x_at - 0.5).
+    k = np.clip(np.ceil(x_at[rows, edges] - 0.5), 0, width).astype(np.int64)
+    hist = np.zeros((height, width + 1), np.int64)
+    np.add.at(hist, (rows, k), 1)
+    left_of = np.cumsum(hist[:, ::-1], axis=1)[:, ::-1][:, 1:]  # crossings with k > j
+    return (left_of % 2) == 1
+
+
 def mediapipe_triangles() -> np.ndarray:
     """Triangles of the 468-vertex mesh derived from ``FACEMESH_TESSELATION``.
 

@@ -16,7 +16,6 @@ the 2-D face-alignment backend).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import warnings
 from pathlib import Path
@@ -191,6 +190,10 @@ class MediaPipeTracker:
         face[:, 2] = face[:, 2] / s
         return [face]
 
+    def stream(self) -> "FaceMeshStream":
+        """A tracking-mode Face Mesh fed one frame at a time (for videos too long to hold)."""
+        return FaceMeshStream(self)
+
     def track_video(self, frames: Iterable[np.ndarray]) -> np.ndarray:
         """Track through a sequence in MediaPipe's tracking mode (temporally coherent).
 
@@ -200,13 +203,38 @@ class MediaPipeTracker:
             float32 [T, 478, 3]; rows are NaN for frames with no face or a face below
             ``min_face_size`` (callers split clips there).
         """
-        with contextlib.closing(self._face_mesh(static=False)) as mesh:
-            return stack_tracks(frames, lambda f: self._faces(mesh, f), self.num_points, self.min_face_size)
+        with self.stream() as stream:
+            return stack_tracks(frames, stream.faces, self.num_points, self.min_face_size)
 
     def close(self) -> None:
         if self._static is not None:
             self._static.close()
             self._static = None
+
+
+class FaceMeshStream:
+    """MediaPipe Face Mesh in tracking mode, one frame at a time; a context manager.
+
+    Args:
+        tracker: supplies the graph settings (faces, confidences).
+    """
+
+    def __init__(self, tracker: MediaPipeTracker) -> None:
+        self.tracker = tracker
+        self._mesh = tracker._face_mesh(static=False)
+
+    def faces(self, frame: np.ndarray) -> list[np.ndarray]:
+        """Every face in the frame: list of float32 [478, 3] pixel landmarks (maybe empty)."""
+        return self.tracker._faces(self._mesh, as_rgb_uint8(frame))
+
+    def close(self) -> None:
+        self._mesh.close()
+
+    def __enter__(self) -> "FaceMeshStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def detect_face_boxes(image: np.ndarray, min_confidence: float = 0.5) -> np.ndarray:

@@ -1,0 +1,75 @@
+"""Round trip: the real-video preparation, run on synthetic clips, recovers their known pose
+and expression coefficients. This checks tracking, cropping and fitting together.
+
+Stated errors (checked below, means over each clip): head rotation within 2.5 degrees per
+axis, pose translation within 3 px and scale within 6% (in the prepared crop), jawOpen within
+0.15 with a correlation over 0.8, and all 29 coefficients within 0.1 (mean abs). Measured
+when written: rotation 0.5-1.7 deg, translation 0.35-0.55 px, scale 1-2%, jawOpen 0.06-0.12
+(correlation 0.90-0.91), all coefficients 0.060-0.067.
+"""
+
+import numpy as np
+import pytest
+
+from data_prep.synth.corpus import SynthConfig, generate_corpus
+from data_prep.videos import prepare_videos
+from vividtalk.data import Clip, list_clips, write_video
+
+
+@pytest.fixture(scope="module")
+def round_trip(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rt")
+    synth = root / "synth"
+    cfg = SynthConfig(clips=2, seed=3, clips_per_identity=1, min_seconds=3.0, max_seconds=5.0)
+    generate_corpus(synth, cfg)
+    videos = root / "videos"
+    videos.mkdir()
+    truth = {}
+    for path in list_clips(synth):
+        data = Clip(path).load()
+        write_video(videos / f"{path.name}.mp4", data.frames, audio=data.audio)
+        truth[path.name] = data.arrays
+    prepare_videos(videos, root / "prepared", progress=False, verbose=False)
+    prepared = {p.name.rsplit("-", 1)[0]: Clip(p) for p in list_clips(root / "prepared")}
+    return truth, prepared
+
+
+def to_crop(pose: np.ndarray, box: list[float], size: int = 256) -> np.ndarray:
+    """Map poses [T, 7] of the synthetic frame into a prepared clip's crop box."""
+    x0, y0, side = box
+    s = size / side
+    out = pose.copy()
+    out[:, 3] = (pose[:, 3] - x0) * s
+    out[:, 4] = (pose[:, 4] - y0) * s
+    out[:, 5:7] = pose[:, 5:7] * s
+    return out
+
+
+def errors(truth: dict, clip: Clip, names: list[str]) -> dict:
+    arrays, meta = clip.arrays(), clip.meta
+    start = int(meta["frame_range"][0])
+    t = slice(start, start + len(clip))
+    gt_pose = to_crop(truth["pose"][t], meta["crop_box"])
+    pose = arrays["pose"]
+    jaw = names.index("jawOpen")
+    return {
+        "rot_deg": np.degrees(np.abs(pose[:, :3] - gt_pose[:, :3]).mean(0)),
+        "trans_px": np.abs(pose[:, 3:5] - gt_pose[:, 3:5]).mean(),
+        "scale_rel": np.abs(pose[:, 6] / gt_pose[:, 6] - 1).mean(),
+        "beta_mae": np.abs(arrays["beta"] - truth["beta"][t]).mean(),
+        "jaw_mae": np.abs(arrays["beta"][:, jaw] - truth["beta"][t, jaw]).mean(),
+        "jaw_corr": np.corrcoef(arrays["beta"][:, jaw], truth["beta"][t, jaw])[0, 1],
+    }
+
+
+def test_preparation_recovers_synthetic_ground_truth(round_trip, face_model):
+    truth, prepared = round_trip
+    assert set(prepared) == set(truth)  # one clip per synthetic video (no spurious splits)
+    for name, clip in prepared.items():
+        assert len(clip) >= 0.9 * len(truth[name]["beta"])
+        e = errors(truth[name], clip, face_model.expression_names)
+        print(name, {k: np.round(v, 3) for k, v in e.items()})
+        assert (e["rot_deg"] < 2.5).all()
+        assert e["trans_px"] < 3.0 and e["scale_rel"] < 0.06
+        assert e["jaw_mae"] < 0.15 and e["jaw_corr"] > 0.8
+        assert e["beta_mae"] < 0.1
