@@ -60,16 +60,46 @@ def prepare_source(name: str, image: np.ndarray, model: FaceModel) -> SourceFace
     return SourceFace(name, crop, labels, vertices.numpy(), fit.pose[0].numpy(), fit.identity.numpy())
 
 
-def photo_sources(faces_dir: str | None) -> list[tuple[str, np.ndarray]]:
-    """(name, RGB image) of every photo: ``faces_dir``'s images, or the default portrait."""
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def photo_paths(faces_dir: str | os.PathLike | None) -> list[Path | None]:
+    """The photos of ``faces_dir`` (sorted), or [None] for the default portrait."""
     if faces_dir is None:
+        return [None]
+    if not Path(faces_dir).is_dir():
+        raise FileNotFoundError(f"--faces folder not found: {faces_dir}")
+    paths = sorted(p for p in Path(faces_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise ValueError(f"no face images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {faces_dir}")
+    return paths
+
+
+def load_photo(path: Path | None) -> tuple[str, np.ndarray]:
+    """(identity stem, RGB image); None is scikit-image's public-domain portrait."""
+    if path is None:
         import skimage.data
 
-        return [("astronaut", skimage.data.astronaut())]
-    paths = sorted(p for p in Path(faces_dir).iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp"})
-    if not paths:
-        raise ValueError(f"no face images (jpg/png/bmp) in {faces_dir}")
-    return [(p.stem, read_image(p)) for p in paths]
+        return "astronaut", skimage.data.astronaut()
+    return path.stem, read_image(path)
+
+
+def usable_photos(faces_dir, model: FaceModel) -> tuple[list[Path | None], list[dict]]:
+    """Photos whose face can be tracked and fitted, and the others with the reason.
+
+    Raises ValueError when no photo is usable.
+    """
+    good, skipped = [], []
+    for path in photo_paths(faces_dir):
+        try:
+            prepare_source(*load_photo(path), model)
+            good.append(path)
+        except (ValueError, FileNotFoundError) as err:  # NoFaceError, FaceTooSmallError, unreadable
+            skipped.append({"photo": str(path), "reason": str(err)})
+    if not good:
+        reasons = "; ".join(f"{s['photo']}: {s['reason']}" for s in skipped)
+        raise ValueError(f"no usable face photo in {faces_dir}: {reasons}")
+    return good, skipped
 
 
 def identity_shape(source: SourceFace, model: FaceModel, seed: int, k: int, spread: float) -> np.ndarray:
@@ -117,9 +147,11 @@ def clip_utterance(cfg: SynthConfig, index: int, voice: str):
 
     rng = np.random.default_rng([cfg.seed, 11, index])
     rate, pitch = int(rng.integers(130, 201)), int(rng.integers(30, 71))
+    # About 2.2 words a second at these rates: keep one sentence shorter than the longest clip.
+    max_words = int(np.clip(2.2 * (cfg.max_seconds - 0.8), 3, 14))
     words = []
     for _ in range(8):
-        words.append(random_sentence(rng))
+        words.append(random_sentence(rng, min_words=min(6, max_words), max_words=max_words))
         utterance = synthesize(" ".join(words), voice=voice, rate=rate, pitch=pitch)
         if utterance.duration >= cfg.min_seconds - 0.6:
             break
@@ -164,12 +196,12 @@ def synth_clip(cfg: SynthConfig, index: int, sources: list[SourceFace], model: F
 class _Worker:
     """Per-process state: the face model, prepared photos and their warpers (built once)."""
 
-    def __init__(self, faces_dir: str | None) -> None:
+    def __init__(self, photos: list[Path | None]) -> None:
         from .warp import PhotoWarper
 
         torch.set_num_threads(1)
         self.model = FaceModel.default()
-        self.sources = [prepare_source(n, img, self.model) for n, img in photo_sources(faces_dir)]
+        self.sources = [prepare_source(*load_photo(p), self.model) for p in photos]
         self.warpers = {
             s.name: PhotoWarper(s.crop, s.vertices, self.model, s.labels) for s in self.sources
         }
@@ -178,9 +210,9 @@ class _Worker:
 _WORKER: _Worker | None = None
 
 
-def _init_worker(faces_dir: str | None) -> None:
+def _init_worker(photos: list[Path | None]) -> None:
     global _WORKER
-    _WORKER = _Worker(faces_dir)
+    _WORKER = _Worker(photos)
 
 
 def _make_clip(job: tuple[SynthConfig, int, str]) -> tuple[int, int, float]:
@@ -200,8 +232,10 @@ def generate_corpus(out_dir: str | os.PathLike, cfg: SynthConfig, faces_dir: str
                     workers: int = 1) -> dict:
     """Write the corpus (resuming: clips already present are kept) and its manifest.
 
-    Returns a summary: clips written/skipped, frames, wall seconds, frames per second.
+    Returns a summary: clips written/skipped, frames, wall seconds, frames per second, and
+    the photos skipped for having no usable face (with the reason).
     """
+    photos, bad_photos = usable_photos(faces_dir, FaceModel.default())
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_incomplete(out_dir)
@@ -210,14 +244,14 @@ def generate_corpus(out_dir: str | os.PathLike, cfg: SynthConfig, faces_dir: str
     start, frames = time.perf_counter(), 0
     with tqdm(total=len(todo), desc="synthetic clips", unit="clip") as bar:
         if workers <= 1:
-            _init_worker(faces_dir)
+            _init_worker(photos)
             results = map(_make_clip, todo)
             for _, n, _ in results:
                 frames += n
                 bar.update()
         else:
             ctx = multiprocessing.get_context("spawn")
-            with ctx.Pool(workers, initializer=_init_worker, initargs=(faces_dir,)) as pool:
+            with ctx.Pool(workers, initializer=_init_worker, initargs=(photos,)) as pool:
                 for _, n, _ in pool.imap_unordered(_make_clip, todo):
                     frames += n
                     bar.update()
@@ -225,7 +259,7 @@ def generate_corpus(out_dir: str | os.PathLike, cfg: SynthConfig, faces_dir: str
     manifest = build_manifest(out_dir, seed=cfg.seed)
     return {"written": len(todo), "skipped": len(done), "frames": frames, "seconds": round(seconds, 1),
             "frames_per_second": round(frames / seconds, 1) if seconds > 0 else None,
-            "splits": {k: len(v) for k, v in manifest["splits"].items()}}
+            "splits": {k: len(v) for k, v in manifest["splits"].items()}, "skipped_photos": bad_photos}
 
 
 def add_arguments(parser) -> None:
@@ -252,4 +286,6 @@ def run_cli(args) -> int:
         f"{summary['frames']} frames in {summary['seconds']} s ({summary['frames_per_second']} frames/s); "
         f"splits {summary['splits']}"
     )
+    for bad in summary["skipped_photos"]:
+        print(f"skipped photo {bad['photo']}: {bad['reason']}")
     return 0

@@ -157,6 +157,10 @@ def _open(lib_path: str, data_path: str) -> ctypes.CDLL:
     if rate != ESPEAK_RATE:
         _unload(lib)
         raise RuntimeError(f"espeak_Initialize failed or gave an unexpected rate: {rate}")
+    # The noise of unvoiced sounds comes from eSpeak's own generator, seeded from the clock at
+    # initialisation: reseed it (after espeak_Initialize) so that output is reproducible.
+    lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+    lib.espeak_ng_SetRandSeed(1)
     return lib
 
 
