@@ -201,3 +201,48 @@ def test_stage2_datamodule(corpus):
     shutil.rmtree(corpus / "c0")  # a manifest entry whose clip vanished fails clearly
     with pytest.raises(ClipError):
         list(FramePairs([corpus / "c0"], rank=0, world=1))
+
+
+class RecordingModule(__import__("pytorch_lightning").LightningModule):
+    """Records which samples each DDP rank trains on (a stand-in for a real stage)."""
+
+    def __init__(self, out_dir: str, key: str) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(1, 1)
+        self.out_dir, self.key, self.seen = out_dir, key, []
+
+    def training_step(self, batch, batch_idx):
+        ids = batch["clip"] * 1000 + batch[self.key]
+        self.seen.extend(ids.tolist())
+        return self.layer(torch.ones(1, 1)).sum() * 0.0
+
+    def on_train_epoch_end(self) -> None:
+        path = f"{self.out_dir}/rank{self.global_rank}.json"
+        with open(path, "w") as f:
+            json.dump(self.seen, f)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_ddp_ranks_see_their_own_shards(corpus, tmp_path, stage):
+    """A real two-process DDP run (gloo on CPU): each rank trains on different samples."""
+    import pytorch_lightning as pl
+
+    if stage == 1:
+        dm, key = AudioMeshDataModule(corpus, window=20, stride=10, batch_size=2), "start"
+    else:
+        dm, key = FramePairDataModule(corpus, pairs_per_clip=2, batch_size=2), "source_index"
+    model = RecordingModule(str(tmp_path), key)
+    trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=1,
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False)
+    trainer.fit(model, datamodule=dm)
+    seen = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert seen[0] and seen[1]
+    if stage == 1:
+        assert not set(seen[0]) & set(seen[1])  # the distributed sampler's disjoint shards
+    else:
+        clips = [{s // 1000 for s in rank} for rank in seen]
+        assert not clips[0] & clips[1]  # each rank decodes its own clips
