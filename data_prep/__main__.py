@@ -53,12 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError) as err:  # bad input: one clear line, no traceback
-        print(f"vividtalk-prep {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    from vividtalk.cli import run_command
+
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -53,13 +53,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_command(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    """Parse and dispatch to ``args.func``; bad input (ValueError, FileNotFoundError) becomes
+    one clear line on stderr and exit code 2, with no traceback."""
+    args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as err:  # user errors: one clear line, no traceback
-        print(f"vividtalk {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"{parser.prog} {args.command}: error: {err}", file=sys.stderr)
         return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":
