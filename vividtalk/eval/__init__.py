@@ -1,0 +1,5 @@
+"""Evaluation metrics of talking-head generation (mesh metrics so far)."""
+
+from .mesh import face_dynamics_deviation, lip_vertex_error, upper_face_vertices
+
+__all__ = ["face_dynamics_deviation", "lip_vertex_error", "upper_face_vertices"]
