@@ -1,6 +1,8 @@
 """The ``vividtalk`` console script.
 
 Commands available now:
+  fit / validate / test / predict   train and evaluate a stage with the Lightning CLI
+                  (``vividtalk fit --config stages/audio2mesh.yaml --data.root CORPUS``)
   bench NAME      benchmarks (``render``); ``--json`` prints one machine-readable object
   fit-face        track and fit the face model on an image and save a visual check
 
@@ -31,6 +33,25 @@ def _fit_face(args: argparse.Namespace) -> int:
     return 0
 
 
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+
+
+def cli_main(args: list[str] | None = None):
+    """The Lightning CLI over every stage: the model and the data are given by ``class_path``
+    in the stage recipes (``stages/*.yaml``). Callable from tests with an argument list."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.cli import LightningCLI
+
+    return LightningCLI(
+        pl.LightningModule,
+        pl.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=args,
+        save_config_kwargs={"overwrite": True},
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vividtalk",
@@ -38,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Data preparation: see `vividtalk-prep --help`.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    for name in LIGHTNING_COMMANDS:  # parsed by the Lightning CLI (see `vividtalk fit --help`)
+        sub.add_parser(name, help=f"{name} a stage with the Lightning CLI (--config stages/<stage>.yaml)", add_help=False)
     bench = sub.add_parser("bench", help="run a benchmark (render)")
     bench.add_argument("name", help="which benchmark: render")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
@@ -65,6 +88,10 @@ def run_command(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in LIGHTNING_COMMANDS:
+        cli_main(argv)
+        return 0
     return run_command(build_parser(), argv)
 
 

@@ -230,7 +230,7 @@ def sample_map(image: np.ndarray, source_xy: np.ndarray, nearest: bool = False) 
     map_x = np.ascontiguousarray(source_xy[..., 0] - 0.5, dtype=np.float32)  # pixel index space
     map_y = np.ascontiguousarray(source_xy[..., 1] - 0.5, dtype=np.float32)
     mode = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
-    return cv2.remap(image, map_x, map_y, mode, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.remap(image, map_x, map_y, mode, borderMode=cv2.BORDER_REFLECT_101)
 
 
 # ------------------------------------------------------------------------ mouth interior
@@ -477,7 +477,8 @@ class PhotoWarper:
         source_xy = np.stack([f[0] for f in per_frame])
         grid = torch.from_numpy(source_xy) * (2.0 / self.size) - 1.0  # align_corners=False NDC
         photo = self._photo.expand(len(verts), -1, -1, -1)
-        warped = F.grid_sample(photo, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        # Reflection: hair pulled in from beyond the crop border mirrors rather than smears.
+        warped = F.grid_sample(photo, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
         canvas = np.ascontiguousarray(warped.permute(0, 2, 3, 1).numpy())  # [B, S, S, 3]
         mouth = np.stack([self._paint_mouth(canvas[b], ids[b], verts[b]) for b in range(len(verts))])
         frames = np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
