@@ -1,0 +1,1 @@
+"""Stage 1 (Audio-to-Mesh) networks, LightningModules and losses."""
