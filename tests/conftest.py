@@ -55,3 +55,15 @@ def face_model():
     from vividtalk.face import FaceModel
 
     return FaceModel.default()
+
+
+@pytest.fixture(scope="session")
+def tiny_synth_corpus(tmp_path_factory):
+    """Four short synthetic clips (one identity each: 2 train, 1 val, 1 test) with exact ground
+    truth, from the project's own generator."""
+    from data_prep.synth.corpus import SynthConfig, generate_corpus
+
+    root = tmp_path_factory.mktemp("tiny_synth") / "corpus"
+    cfg = SynthConfig(clips=4, seed=1, clips_per_identity=1, min_seconds=2.0, max_seconds=3.0)
+    generate_corpus(root, cfg)
+    return root

@@ -50,7 +50,16 @@ def bench_render(
     return {**result, **environment()}
 
 
-BENCHMARKS: dict[str, Callable[..., dict]] = {"render": bench_render}
+def bench_audio2mesh(device: str = "cpu", repeats: int = 5, batch_size: int = 1, size: str = "demo",
+                     seconds: float = 10.0) -> dict:
+    """Stage 1: ``seconds`` of audio features -> driven meshes and poses (cached vs uncached)."""
+    from .audio2mesh.bench import bench_audio2mesh as run
+
+    return {**run(device=device, repeats=repeats, seconds=seconds, size=size, batch_size=batch_size),
+            **environment()}
+
+
+BENCHMARKS: dict[str, Callable[..., dict]] = {"render": bench_render, "audio2mesh": bench_audio2mesh}
 
 
 def format_report(report: dict) -> str:

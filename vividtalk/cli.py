@@ -3,7 +3,7 @@
 Commands available now:
   fit / validate / test / predict   train and evaluate a stage with the Lightning CLI
                   (``vividtalk fit --config stages/audio2mesh.yaml --data.root CORPUS``)
-  bench NAME      benchmarks (``render``); ``--json`` prints one machine-readable object
+  bench NAME      benchmarks (``render``, ``audio2mesh``); ``--json`` prints one machine-readable object
   fit-face        track and fit the face model on an image and save a visual check
 
 Data preparation is a separate script: ``vividtalk-prep`` (``python -m data_prep``).
@@ -18,9 +18,10 @@ import sys
 def _bench(args: argparse.Namespace) -> int:
     from .bench import run_benchmark
 
-    kwargs = {"device": args.device, "repeats": args.repeats}
-    if args.batch_size:
-        kwargs["batch_size"] = args.batch_size
+    kwargs = {"device": args.device}
+    for key in ("repeats", "batch_size", "size"):
+        if getattr(args, key):
+            kwargs[key] = getattr(args, key)
     print(run_benchmark(args.name, as_json=args.json, **kwargs))
     return 0
 
@@ -61,12 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name in LIGHTNING_COMMANDS:  # parsed by the Lightning CLI (see `vividtalk fit --help`)
         sub.add_parser(name, help=f"{name} a stage with the Lightning CLI (--config stages/<stage>.yaml)", add_help=False)
-    bench = sub.add_parser("bench", help="run a benchmark (render)")
-    bench.add_argument("name", help="which benchmark: render")
+    bench = sub.add_parser("bench", help="run a benchmark (render, audio2mesh)")
+    bench.add_argument("name", help="which benchmark: render, audio2mesh")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    bench.add_argument("--repeats", type=int, default=50, help="timed repetitions")
-    bench.add_argument("--batch-size", type=int, default=0, help="frames per call (default: 1)")
+    bench.add_argument("--repeats", type=int, default=0, help="timed repetitions (default: the benchmark's)")
+    bench.add_argument("--batch-size", type=int, default=0, help="frames (render) or sequences per call (default: 1)")
+    bench.add_argument("--size", default="", help="audio2mesh: network size, demo (default) or paper")
     bench.set_defaults(func=_bench)
     fit = sub.add_parser("fit-face", help="fit the face model to an image; save image | NCC render | overlay")
     fit.add_argument("--image", help="input photo with one face (default: scikit-image's portrait)")
@@ -88,9 +90,10 @@ def run_command(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from_command_line = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in LIGHTNING_COMMANDS:
-        cli_main(argv)
+        cli_main(None if from_command_line else argv)  # None: the Lightning CLI reads sys.argv itself
         return 0
     return run_command(build_parser(), argv)
 

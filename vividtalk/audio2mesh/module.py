@@ -3,7 +3,8 @@
 The networks are plain ``nn.Module``s passed in (LightningCLI ``class_path`` /
 ``init_args``); this module owns the loss (L_bsvo), the optimiser and the metrics: lip vertex
 error (LVE) and upper-face dynamics deviation (FDD) of autoregressive generation against the
-ground truth, and the LVE of the baseline that predicts the neutral face for every frame.
+ground truth, and the LVE of two baselines: the neutral face for every frame, and the mean
+face (the training targets' mean coefficients and lip offsets on each clip's identity).
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from typing import Iterable
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.cli import OptimizerCallable
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
 from ..eval.mesh import face_dynamics_deviation, lip_vertex_error, upper_face_vertices
 from ..face.model import FaceModel
 from .losses import bsvo_loss, nonrigid_mesh
+
 
 def adam(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
     """The paper's optimiser: Adam, learning rate 1e-4."""
@@ -34,6 +36,7 @@ class Audio2MeshModule(pl.LightningModule):
         audio_encoder: waveform [B, N] -> features [B, T, A]; None when the DataModule serves
             cached features.
         optimizer: a callable params -> optimiser (LightningCLI: ``class_path`` in YAML).
+        lr_scheduler: optional callable optimiser -> scheduler, stepped once per epoch.
         coeff_weight, mesh_weight: weights of L_bsvo's two terms.
         face_model: path of a face model file; None for the packaged default.
     """
@@ -44,17 +47,24 @@ class Audio2MeshModule(pl.LightningModule):
         style_encoder: nn.Module,
         audio_encoder: nn.Module | None = None,
         optimizer: OptimizerCallable = adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
         coeff_weight: float = 1.0,
         mesh_weight: float = 10.0,
         face_model: str | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["network", "style_encoder", "audio_encoder", "optimizer"])
+        self.save_hyperparameters(ignore=["network", "style_encoder", "audio_encoder", "optimizer", "lr_scheduler"])
         self.network, self.style_encoder, self.audio_encoder = network, style_encoder, audio_encoder
-        self.optimizer_factory = optimizer
+        self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
         self.coeff_weight, self.mesh_weight = coeff_weight, mesh_weight
         self.face = FaceModel.load(face_model) if face_model else FaceModel.default()
+        _check_audio_dim(network, audio_encoder)
         self.register_buffer("upper_face", upper_face_vertices(self.face), persistent=False)
+        # Running sums of the training targets (this rank's), for the mean-face baseline.
+        k, lips = self.face.num_expressions, self.face.num_lip_vertices
+        self.register_buffer("target_beta_sum", torch.zeros(k, dtype=torch.float64))
+        self.register_buffer("target_offset_sum", torch.zeros(lips, 3, dtype=torch.float64))
+        self.register_buffer("target_frames", torch.zeros((), dtype=torch.float64))
 
     def features(self, batch: dict) -> torch.Tensor:
         """Audio features [B, T, A] of a batch (cached, or encoded from the waveform)."""
@@ -69,7 +79,21 @@ class Audio2MeshModule(pl.LightningModule):
         pred = self.network(self.features(batch), z_style, beta=batch["beta"], lip_offsets=batch["lip_offsets"])
         losses = bsvo_loss(self.face, pred, batch, self.coeff_weight, self.mesh_weight)
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True, batch_size=len(batch["beta"]))
+        with torch.no_grad():
+            self.target_beta_sum += batch["beta"].double().sum((0, 1))
+            self.target_offset_sum += batch["lip_offsets"].double().sum((0, 1))
+            self.target_frames += batch["beta"].shape[0] * batch["beta"].shape[1]
         return losses["loss"]
+
+    def mean_face(self, batch: dict) -> dict[str, torch.Tensor] | None:
+        """The mean-face baseline for a batch: the mean training coefficients [B, T, K] and lip
+        offsets [B, T, L, 3] for every frame; None before any training step."""
+        if self.target_frames <= 0:
+            return None
+        shape = batch["beta"].shape[:2]
+        beta = (self.target_beta_sum / self.target_frames).to(batch["beta"].dtype)
+        offsets = (self.target_offset_sum / self.target_frames).to(batch["beta"].dtype)
+        return {"beta": beta.expand(*shape, -1), "lip_offsets": offsets.expand(*shape, -1, -1)}
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, "val")
@@ -91,7 +115,26 @@ class Audio2MeshModule(pl.LightningModule):
             "lve_neutral_baseline": lip_vertex_error(neutral, mesh_true, lips).mean(),
             "fdd": face_dynamics_deviation(mesh_pred, mesh_true, self.upper_face).mean(),
         }
+        mean = self.mean_face(batch)
+        if mean is not None:
+            mesh_mean = nonrigid_mesh(self.face, mean["beta"], mean["lip_offsets"], batch["identity"])
+            metrics["lve_mean_baseline"] = lip_vertex_error(mesh_mean, mesh_true, lips).mean()
         self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, batch_size=len(batch["beta"]), sync_dist=True)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer_factory(self.parameters())
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
+
+
+def _check_audio_dim(network: nn.Module, audio_encoder: nn.Module | None) -> None:
+    """The audio encoder's feature size must be the network's ``audio_dim``."""
+    norm = getattr(network, "audio_norm", None)
+    if audio_encoder is None or norm is None or not hasattr(audio_encoder, "feature_dim"):
+        return
+    if audio_encoder.feature_dim != norm.normalized_shape[0]:
+        raise ValueError(
+            f"the audio encoder gives {audio_encoder.feature_dim} features per frame but the network's "
+            f"audio_dim is {norm.normalized_shape[0]}: make them equal in the recipe"
+        )

@@ -193,12 +193,19 @@ class Clip:
     def has_audio(self) -> bool:
         return bool(self.meta["has_audio"])
 
-    def arrays(self) -> dict:
-        """All per-frame arrays (see CLIP_ARRAYS), loaded once and cached."""
+    def arrays(self, keys: tuple[str, ...] | None = None) -> dict:
+        """All per-frame arrays (see CLIP_ARRAYS), loaded once and cached; with ``keys``, only
+        those arrays, read without filling the cache (the masks are most of a clip's bytes)."""
+        if keys is not None and self._arrays is None:
+            with np.load(self.path / "arrays.npz", allow_pickle=False) as z:
+                missing = set(keys) - set(z.files)
+                if missing:
+                    raise ClipError(f"clip {self.clip_id} has no arrays {sorted(missing)}")
+                return {k: z[k] for k in keys}
         if self._arrays is None:
             with np.load(self.path / "arrays.npz", allow_pickle=False) as z:
                 self._arrays = {k: z[k] for k in z.files}
-        return self._arrays
+        return self._arrays if keys is None else {k: self._arrays[k] for k in keys}
 
     def frames(self) -> np.ndarray:
         """uint8 [T, S, S, 3] RGB frames."""

@@ -21,6 +21,8 @@ from ..audio.align import SAMPLES_PER_FRAME
 from .clip import Clip
 from .manifest import split_clips
 
+TARGET_KEYS = ("beta", "lip_offsets", "pose", "identity")
+
 
 class AudioMeshWindows(Dataset):
     """Windows of ``window`` frames every ``stride`` frames over clips with audio.
@@ -44,6 +46,7 @@ class AudioMeshWindows(Dataset):
             (i, s) for i, c in enumerate(self.clips) for s in range(0, len(c) - window + 1, stride)
         ]
         self._audio: dict[int, np.ndarray] = {}
+        self._targets: dict[int, dict[str, np.ndarray]] = {}
 
     def __len__(self) -> int:
         return len(self.index)
@@ -57,9 +60,14 @@ class AudioMeshWindows(Dataset):
             self._audio[i] = signal
         return self._audio[i]
 
+    def _arrays(self, i: int) -> dict[str, np.ndarray]:
+        if i not in self._targets:  # only what stage 1 needs, cached per worker
+            self._targets[i] = self.clips[i].arrays(TARGET_KEYS)
+        return self._targets[i]
+
     def __getitem__(self, k: int) -> dict:
         i, start = self.index[k]
-        arrays, end = self.clips[i].arrays(), start + self.window
+        arrays, end = self._arrays(i), start + self.window
         signal = self._signal(i)
         item = {
             "beta": arrays["beta"][start:end],

@@ -1,0 +1,132 @@
+"""Stage 1 through the Lightning CLI and its recipes: fit, resume, validate, DDP, the benchmark."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import yaml
+
+from vividtalk.cli import cli_main, main
+
+STAGES = Path(__file__).resolve().parents[1] / "stages"
+
+
+def recipe(name: str, tmp_path: Path, corpus: Path, *extra: str) -> list[str]:
+    """CLI arguments: the recipe, its CPU overlay, the tiny corpus, short windows, few steps."""
+    return [
+        "--config", str(STAGES / f"{name}.yaml"), "--config", str(STAGES / "cpu" / f"{name}.yaml"),
+        "--data.root", str(corpus), "--data.init_args.window", "32", "--data.init_args.batch_size", "2",
+        "--trainer.default_root_dir", str(tmp_path / name), "--trainer.enable_progress_bar", "false",
+        "--trainer.limit_val_batches", "2", "--trainer.logger", "false", *extra,
+    ]
+
+
+def test_audio2mesh_fit_resume_validate(tiny_synth_corpus, tmp_path):
+    cli = cli_main(["fit", *recipe("audio2mesh", tmp_path, tiny_synth_corpus, "--trainer.max_steps", "3")])
+    last = Path(cli.trainer.checkpoint_callback.last_model_path)
+    assert last.is_file() and cli.trainer.global_step == 3
+    metrics = cli.trainer.callback_metrics
+    for key in ("val/lve", "val/fdd", "val/lve_neutral_baseline", "val/lve_mean_baseline"):
+        assert key in metrics and torch.isfinite(metrics[key]), key
+    # Resume: the step counter and the optimiser state continue from the checkpoint.
+    resumed = cli_main(["fit", *recipe("audio2mesh", tmp_path, tiny_synth_corpus, "--trainer.max_steps", "5"),
+                        "--ckpt_path", str(last)])
+    assert resumed.trainer.global_step == 5
+    assert float(resumed.model.target_frames) == 5 * 2 * 32  # the baseline's sums carried over too
+    validated = cli_main(["validate", *recipe("audio2mesh", tmp_path, tiny_synth_corpus), "--ckpt_path", str(last)])
+    assert "val/lve" in validated.trainer.callback_metrics
+
+
+def test_pose_codebook_then_mapper(tiny_synth_corpus, tmp_path):
+    vq = cli_main(["fit", *recipe("pose_vqvae", tmp_path, tiny_synth_corpus, "--trainer.max_steps", "4")])
+    ckpt = vq.trainer.checkpoint_callback.last_model_path
+    assert Path(ckpt).is_file() and "val/perplexity" in vq.trainer.callback_metrics
+    assert bool((vq.model.vqvae.feature_std != 1).all())  # standardisation set from the corpus
+    mapper = cli_main(["fit", *recipe("pose_mapper", tmp_path, tiny_synth_corpus, "--trainer.max_steps", "3"),
+                       "--model.init_args.vqvae_checkpoint", ckpt])
+    # The mapper loaded the trained VQ-VAE of the checkpoint and, frozen, left it untouched.
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    loaded = mapper.model.vqvae.state_dict()
+    assert len(loaded) == sum(k.startswith("vqvae.") for k in saved)
+    for key, value in loaded.items():
+        torch.testing.assert_close(value, saved[f"vqvae.{key}"], msg=key)
+    metrics = mapper.trainer.callback_metrics
+    for key in ("val/loss", "val/perplexity", "val/pose_within_2x", "val/std_ratio/yaw", "val/jerk_ratio/pitch"):
+        assert key in metrics and torch.isfinite(metrics[key]), key
+
+
+class RecordSamples(__import__("pytorch_lightning").Callback):
+    """Writes the (clip, start) of every training sample each rank saw."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir, self.seen = out_dir, []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.seen += (batch["clip"] * 10000 + batch["start"]).tolist()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        Path(self.out_dir, f"rank{trainer.global_rank}.json").write_text(json.dumps(self.seen))
+
+
+def test_two_process_ddp_trains_on_disjoint_samples(tiny_synth_corpus, tmp_path):
+    """Two CPU processes (gloo): both ranks train, on different windows, one checkpoint is written."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from vividtalk.audio import LogMelEncoder
+    from vividtalk.audio2mesh.module import Audio2MeshModule
+    from vividtalk.audio2mesh.style_encoder import StyleEncoder
+    from vividtalk.audio2mesh.transformer import MultiBranchTransformer
+    from vividtalk.data.stage1 import AudioMeshDataModule
+
+    torch.manual_seed(0)
+    network = MultiBranchTransformer(16, style_dim=8, d_model=16, num_layers=1, num_heads=2, ffn_dim=32,
+                                     max_frames=64, num_audio_layers=1)
+    module = Audio2MeshModule(network, StyleEncoder(style_dim=8, hidden_dim=16), LogMelEncoder(out_dim=16, hidden_dim=16))
+    data = AudioMeshDataModule(tiny_synth_corpus, window=16, stride=8, batch_size=2)
+    ckpt_dir = tmp_path / "ckpt"
+    trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=1, limit_val_batches=1,
+                         logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=[RecordSamples(str(tmp_path)), ModelCheckpoint(dirpath=ckpt_dir)])
+    trainer.fit(module, datamodule=data)
+    seen = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert len(seen[0]) == len(seen[1]) >= 4
+    assert not set(seen[0]) & set(seen[1])  # one epoch: each rank its own shard of the windows
+    assert len(list(ckpt_dir.glob("*.ckpt"))) == 1
+    state = torch.load(next(ckpt_dir.glob("*.ckpt")), map_location="cpu", weights_only=True)
+    assert state["global_step"] == len(seen[0]) // 2  # batches of 2 per rank, steps in lockstep
+
+
+def test_recipe_sizes_match_the_benchmark_presets():
+    from vividtalk.audio2mesh.bench import SIZES
+
+    def init_args(files: list[str]) -> dict:
+        merged: dict = {}
+        for f in files:
+            model = yaml.safe_load((STAGES / f).read_text())["model"]["init_args"]
+            for key, value in model.items():
+                if isinstance(value, dict) and "init_args" in value:
+                    merged.setdefault(key, {}).update(value["init_args"])
+        return merged
+
+    for size, overlay in (("paper", ""), ("demo", "cpu/")):
+        a2m = init_args(["audio2mesh.yaml"] + ([f"{overlay}audio2mesh.yaml"] if overlay else []))
+        mapper = init_args(["pose_mapper.yaml"] + ([f"{overlay}pose_mapper.yaml"] if overlay else []))
+        vq = init_args(["pose_vqvae.yaml"] + ([f"{overlay}pose_vqvae.yaml"] if overlay else []))
+        preset = SIZES[size]
+        assert {k: a2m["network"][k] for k in preset["network"]} == preset["network"], size
+        assert {k: a2m["style_encoder"][k] for k in preset["style"]} == preset["style"], size
+        assert vq["vqvae"] == preset["vqvae"] == mapper["vqvae"], size
+        assert {k: mapper["mapper"][k] for k in preset["mapper"]} == preset["mapper"], size
+        assert a2m["audio_encoder"]["out_dim"] == a2m["network"]["audio_dim"], size
+
+
+def test_bench_audio2mesh_reports_cached_and_uncached(capsys):
+    assert main(["bench", "audio2mesh", "--json", "--repeats", "1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["benchmark"] == "audio2mesh" and report["frames"] == 250
+    assert report["output_shape"] == [1, 250, 468, 3]
+    assert report["seconds_expression_uncached"] > report["seconds_expression_cached"] > 0
+    assert report["seconds_total"] >= report["seconds_pose"] > 0
