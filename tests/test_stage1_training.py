@@ -37,6 +37,11 @@ def test_audio2mesh_fit_resume_validate(tiny_synth_corpus, tmp_path):
     assert float(resumed.model.target_frames) == 5 * 2 * 32  # the baseline's sums carried over too
     validated = cli_main(["validate", *recipe("audio2mesh", tmp_path, tiny_synth_corpus), "--ckpt_path", str(last)])
     assert "val/lve" in validated.trainer.callback_metrics
+    tested = cli_main(["test", *recipe("audio2mesh", tmp_path, tiny_synth_corpus), "--ckpt_path", str(last)])
+    assert "test/lve" in tested.trainer.callback_metrics
+    predicted = cli_main(["predict", *recipe("audio2mesh", tmp_path, tiny_synth_corpus), "--ckpt_path", str(last)])
+    batches = predicted.trainer.predict_loop.predictions
+    assert batches and batches[0]["vertices"].shape[1:] == (32, 468, 3) and batches[0]["beta"].shape[-1] == 29
 
 
 def test_pose_codebook_then_mapper(tiny_synth_corpus, tmp_path):
@@ -55,6 +60,13 @@ def test_pose_codebook_then_mapper(tiny_synth_corpus, tmp_path):
     metrics = mapper.trainer.callback_metrics
     for key in ("val/loss", "val/perplexity", "val/pose_within_2x", "val/std_ratio/yaw", "val/jerk_ratio/pitch"):
         assert key in metrics and torch.isfinite(metrics[key]), key
+    last = mapper.trainer.checkpoint_callback.last_model_path
+    tested = cli_main(["test", *recipe("pose_mapper", tmp_path, tiny_synth_corpus), "--ckpt_path", last])
+    assert "test/pose_within_2x" in tested.trainer.callback_metrics
+    predicted = cli_main(["predict", *recipe("pose_mapper", tmp_path, tiny_synth_corpus), "--ckpt_path", last])
+    assert predicted.trainer.predict_loop.predictions[0]["features"].shape[1:] == (32, 6)
+    vq_test = cli_main(["test", *recipe("pose_vqvae", tmp_path, tiny_synth_corpus), "--ckpt_path", ckpt])
+    assert "test/reconstruction_error_deg" in vq_test.trainer.callback_metrics
 
 
 class RecordSamples(__import__("pytorch_lightning").Callback):

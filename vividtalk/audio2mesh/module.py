@@ -101,6 +101,13 @@ class Audio2MeshModule(pl.LightningModule):
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, "test")
 
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        """Autoregressive generation: ``beta`` [B, T, K], ``lip_offsets`` [B, T, L, 3] and the
+        non-rigid meshes ``vertices`` [B, T, V, 3] (canonical frame), with the batch's ids."""
+        pred = self.network.generate(self.features(batch), self.style_encoder(batch["identity"]))
+        vertices = nonrigid_mesh(self.face, pred["beta"], pred["lip_offsets"], batch["identity"])
+        return {**pred, "vertices": vertices, "clip": batch["clip"], "start": batch["start"]}
+
     def _evaluate(self, batch: dict, stage: str) -> None:
         z_style = self.style_encoder(batch["identity"])
         pred = self.network.generate(self.features(batch), z_style)

@@ -72,6 +72,12 @@ class PoseVQVAEModule(pl.LightningModule):
         return out["loss"]
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def _evaluate(self, batch: dict, stage: str) -> None:
         feats = window_features(batch["pose"], self.vqvae.downsample)
         out = self.vqvae(feats)
         metrics = {
@@ -79,7 +85,13 @@ class PoseVQVAEModule(pl.LightningModule):
             "reconstruction_error_deg": torch.rad2deg((out["reconstruction"] - feats)[..., :3].abs().mean()),
             "perplexity": out["perplexity"],
         }
-        self.log_dict({f"val/{k}": v.float() for k, v in metrics.items()}, batch_size=len(feats), sync_dist=True)
+        self.log_dict({f"{stage}/{k}": v.float() for k, v in metrics.items()}, batch_size=len(feats), sync_dist=True)
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        """Reconstructed pose features [B, T', 6] (relative to each window's first frame) and codes."""
+        out = self.vqvae(window_features(batch["pose"], self.vqvae.downsample))
+        return {"features": out["reconstruction"], "indices": out["indices"], "clip": batch["clip"],
+                "start": batch["start"]}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer_factory(self.parameters())
@@ -143,14 +155,31 @@ class PoseMapperModule(pl.LightningModule):
         self.log_dict({f"train/{k}": out[k] for k in keys}, prog_bar=True, batch_size=len(target))
         return out["loss"]
 
+    def _generate(self, audio: torch.Tensor, z_style: torch.Tensor, pose0: torch.Tensor, batch_idx: int) -> dict:
+        seed = torch.Generator(device=audio.device).manual_seed(batch_idx)  # reproducible scores
+        return generate_pose(self.mapper, self.vqvae, audio, z_style, pose0, self.temperature, seed)
+
     def on_validation_epoch_start(self) -> None:
         self._stats: dict[str, list[torch.Tensor]] = {"gen_std": [], "gen_jerk": [], "real_std": [], "real_jerk": []}
 
+    on_test_epoch_start = on_validation_epoch_start
+
     def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "test")
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        """Generated pose features [B, T, 6] (relative to each window's first frame) and codes."""
+        audio, z_style, pose0, _ = self._inputs(batch)
+        out = self._generate(audio, z_style, pose0, batch_idx)
+        return {**out, "clip": batch["clip"], "start": batch["start"]}
+
+    def _evaluate(self, batch: dict, batch_idx: int, stage: str) -> None:
         audio, z_style, pose0, target = self._inputs(batch)
         forced = map_to_pose(self.mapper, self.vqvae, audio, z_style, pose0, target, self.ce_weight)
-        seed = torch.Generator(device=audio.device).manual_seed(batch_idx)
-        out = generate_pose(self.mapper, self.vqvae, audio, z_style, pose0, self.temperature, seed)
+        out = self._generate(audio, z_style, pose0, batch_idx)
         gen, real = pose_statistics(out["features"]), pose_statistics(target)
         for key in ("std", "jerk"):
             self._stats[f"gen_{key}"].append(gen[key] * len(target))
@@ -160,9 +189,15 @@ class PoseMapperModule(pl.LightningModule):
         perplexity = torch.exp(-(probs * probs.clamp_min(1e-12).log()).sum())
         metrics = {"loss": forced["loss"], "code_accuracy": forced["code_accuracy"], "perplexity": perplexity.float(),
                    "pose_mse": torch.nn.functional.mse_loss(out["features"], target)}
-        self.log_dict({f"val/{k}": v for k, v in metrics.items()}, batch_size=len(target), sync_dist=True)
+        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, batch_size=len(target), sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
+        self._log_pose_statistics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_pose_statistics("test")
+
+    def _log_pose_statistics(self, stage: str) -> None:
         """Per-axis ratios generated / real of the temporal std and mean absolute jerk over the
         epoch ("neither static nor jittery": both near 1), and the share of them within 2x."""
         if not self._stats["gen_std"]:
@@ -171,9 +206,9 @@ class PoseMapperModule(pl.LightningModule):
         metrics = {}
         for key in ("std", "jerk"):
             ratio = sums[f"gen_{key}"] / sums[f"real_{key}"].clamp_min(1e-12)  # [6]
-            metrics.update({f"val/{key}_ratio/{axis}": r for axis, r in zip(POSE_AXES, ratio)})
+            metrics.update({f"{stage}/{key}_ratio/{axis}": r for axis, r in zip(POSE_AXES, ratio)})
         ratios = torch.stack(list(metrics.values()))
-        metrics["val/pose_within_2x"] = ((ratios >= 0.5) & (ratios <= 2.0)).float().mean()
+        metrics[f"{stage}/pose_within_2x"] = ((ratios >= 0.5) & (ratios <= 2.0)).float().mean()
         self.log_dict({k: v.float() for k, v in metrics.items()}, sync_dist=True)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

@@ -133,3 +133,7 @@ class AudioMeshDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """The test split, in order (``vividtalk predict``)."""
+        return self._loader("test", shuffle=False)
