@@ -59,7 +59,16 @@ def bench_audio2mesh(device: str = "cpu", repeats: int = 5, batch_size: int = 1,
             **environment()}
 
 
-BENCHMARKS: dict[str, Callable[..., dict]] = {"render": bench_render, "audio2mesh": bench_audio2mesh}
+def bench_mesh2video(device: str = "cpu", repeats: int = 10, batch_size: int = 1, size: str = "default") -> dict:
+    """Stage 2: ms per 256x256 frame (conditioning, motion VAE, generator), parameters, GFLOPs."""
+    from .mesh2video.bench import bench_mesh2video as run
+
+    return {**run(device=device, repeats=repeats, batch_size=batch_size, size=size), **environment()}
+
+
+BENCHMARKS: dict[str, Callable[..., dict]] = {
+    "render": bench_render, "audio2mesh": bench_audio2mesh, "mesh2video": bench_mesh2video,
+}
 
 
 def format_report(report: dict) -> str:

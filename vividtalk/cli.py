@@ -3,7 +3,7 @@
 Commands available now:
   fit / validate / test / predict   train and evaluate a stage with the Lightning CLI
                   (``vividtalk fit --config stages/audio2mesh.yaml --data.root CORPUS``)
-  bench NAME      benchmarks (``render``, ``audio2mesh``); ``--json`` prints one machine-readable object
+  bench NAME      benchmarks (``render``, ``audio2mesh``, ``mesh2video``); ``--json`` prints one machine-readable object
   fit-face        track and fit the face model on an image and save a visual check
 
 Data preparation is a separate script: ``vividtalk-prep`` (``python -m data_prep``).
@@ -62,13 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name in LIGHTNING_COMMANDS:  # parsed by the Lightning CLI (see `vividtalk fit --help`)
         sub.add_parser(name, help=f"{name} a stage with the Lightning CLI (--config stages/<stage>.yaml)", add_help=False)
-    bench = sub.add_parser("bench", help="run a benchmark (render, audio2mesh)")
-    bench.add_argument("name", help="which benchmark: render, audio2mesh")
+    bench = sub.add_parser("bench", help="run a benchmark (render, audio2mesh, mesh2video)")
+    bench.add_argument("name", help="which benchmark: render, audio2mesh, mesh2video")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     bench.add_argument("--repeats", type=int, default=0, help="timed repetitions (default: the benchmark's)")
     bench.add_argument("--batch-size", type=int, default=0, help="frames (render) or sequences per call (default: 1)")
-    bench.add_argument("--size", default="", help="audio2mesh: network size, demo (default) or paper")
+    bench.add_argument("--size", default="", help="network size: audio2mesh demo (default) or paper; mesh2video default or large")
     bench.set_defaults(func=_bench)
     fit = sub.add_parser("fit-face", help="fit the face model to an image; save image | NCC render | overlay")
     fit.add_argument("--image", help="input photo with one face (default: scikit-image's portrait)")

@@ -1,0 +1,1 @@
+"""Stage 2 (Mesh-to-Video) conditioning, networks, losses and LightningModule."""

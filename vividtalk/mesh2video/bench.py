@@ -1,0 +1,106 @@
+"""``vividtalk bench mesh2video``: milliseconds per 256x256 frame of stage 2 at inference.
+
+Times the whole of stage 2 for a batch of (source, driving mesh) pairs: the conditioning
+(two projected textures through the rasterizer, lip heatmaps), the motion VAE and the warping
+generator, with randomly initialised networks of a recipe's size (speed does not depend on
+the weights); also the parameters and GFLOPs per frame (``torch.utils.flop_counter``).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+# Network sizes of the recipes (tests/test_stage2_training.py checks them against stages/*.yaml).
+SIZES = {
+    "default": {  # stages/mesh2video.yaml
+        "motion_vae": {"channels": 32, "latent_channels": 32, "max_channels": 64, "lip_channels": 8,
+                       "hourglass_channels": 8},
+        "generator": {"channels": 32, "num_res_blocks": 1, "refine_channels": 16},
+    },
+    "large": {  # stages/mesh2video_large.yaml
+        "motion_vae": {"channels": 64, "latent_channels": 128, "lip_channels": 32, "hourglass_channels": 32,
+                       "max_channels": 256},
+        "generator": {"channels": 256, "num_res_blocks": 3, "refine_channels": 64},
+    },
+}
+
+
+def _batch(face, batch_size: int, device: torch.device) -> dict:
+    """Frame pairs of the default face model posed in a 256 crop (driving: mouth open)."""
+    from ..bench import face_mesh_in_crop
+
+    verts, _, _ = face_mesh_in_crop(256, str(device))
+    lips = face.lip_contour().to(device)
+    driving = verts.clone()
+    driving[:, face.lip_indices.to(device), 1] += 4.0
+    expand = lambda x: x.expand(batch_size, *x.shape[1:])  # noqa: E731
+    mask = torch.zeros(batch_size, 256, 256, dtype=torch.int64, device=device)
+    mask[:, 60:200, 70:190] = 2
+    return {
+        "source": torch.rand(batch_size, 3, 256, 256, device=device), "source_mask": mask,
+        "source_vertices": expand(verts), "driving_vertices": expand(driving),
+        "source_lips": expand(verts[:, lips, :2]), "driving_lips": expand(driving[:, lips, :2]),
+    }
+
+
+def bench_mesh2video(device: str = "cpu", repeats: int = 10, batch_size: int = 1, size: str = "default") -> dict:
+    """Median ms per frame (and per stage) of stage 2 at 256x256 for ``batch_size`` pairs."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ..render import get_rasterizer
+    from .discriminator import MultiScaleDiscriminator
+    from .generator import WarpingGenerator
+    from .module import Mesh2VideoModule
+    from .motion_vae import DualBranchMotionVAE
+
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    module = Mesh2VideoModule(DualBranchMotionVAE(**SIZES[size]["motion_vae"]), WarpingGenerator(**SIZES[size]["generator"]),
+                              MultiScaleDiscriminator(in_channels=6)).to(dev).eval()
+    batch = _batch(module.face, batch_size, dev)
+    parts = {}
+
+    def run() -> torch.Tensor:
+        t0 = time.perf_counter()
+        cond = module.condition(batch)
+        t1 = time.perf_counter()
+        motion = module.motion_vae(cond["pt_source"], cond["pt_driving"], cond["lip_heatmaps"], sample=False)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        t2 = time.perf_counter()
+        image = module.generator(batch["source"], motion["flow"], motion["occlusion"])["image"]
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        parts.setdefault("conditioning", []).append(t1 - t0)
+        parts.setdefault("motion_vae", []).append(t2 - t1)
+        parts.setdefault("generator", []).append(time.perf_counter() - t2)
+        return image
+
+    with torch.no_grad():
+        for _ in range(2):  # warm-up
+            run()
+        parts.clear()
+        totals = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run()
+            totals.append(time.perf_counter() - start)
+        with FlopCounterMode(display=False) as counter:
+            module.generator(batch["source"][:1], torch.zeros(1, 2, 64, 64, device=dev), torch.ones(1, 1, 64, 64, device=dev))
+            cond = module.condition({k: v[:1] for k, v in batch.items()})
+            module.motion_vae(cond["pt_source"], cond["pt_driving"], cond["lip_heatmaps"], sample=False)
+    ms = 1000.0 * statistics.median(totals) / batch_size
+    params = sum(p.numel() for m in (module.motion_vae, module.generator) for p in m.parameters())
+    return {
+        "benchmark": "mesh2video", "device": str(dev), "size": size, "resolution": [256, 256],
+        "batch_size": batch_size, "ms_per_frame": ms, "frames_per_second": 1000.0 / ms,
+        **{f"ms_per_frame_{k}": 1000.0 * statistics.median(v) / batch_size for k, v in parts.items()},
+        "parameters": params, "gflops_per_frame": counter.get_total_flops() / 1e9,
+        "rasterizer": get_rasterizer(module.rasterizer_name, dev).name, "torch_threads": torch.get_num_threads(),
+        "repeats": repeats,
+    }

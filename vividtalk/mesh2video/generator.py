@@ -1,0 +1,63 @@
+"""The warping generator of stage 2: reference image + dense motion -> the driven frame.
+
+"The reference image is warped by the predicted dense motion; the warped image, together with
+the occlusion map, is the input of the generator, which synthesises the final video frame by
+frame" (seed, Mesh-To-Video). As in first-order-model, the warp acts on the encoded
+reference: features at the motion resolution are warped by the flow, weighted by the
+occlusion map (where the reference has nothing to offer, e.g. the inside of an opening
+mouth: the generator must paint it), refined by residual blocks and decoded to the frame.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .blocks import ConvBlock, ResBlock, warp
+
+
+class WarpingGenerator(nn.Module):
+    """(reference [B, 3, H, W], flow, occlusion) -> frame [B, 3, H, W] in [0, 1].
+
+    For speed the heavy convolutions run at the motion resolution: the reference enters by
+    pixel-unshuffling (``(H / m)^2`` pixels become channels) and the frame leaves through
+    2x pixel-shuffles, each followed by a light convolution whose channels halve.
+
+    Args:
+        image_size: H = W of the frames.
+        motion_size: side of the flow / occlusion maps; the features are warped at this size.
+        channels: feature channels at the motion resolution.
+        num_res_blocks: residual blocks before the warp and after it (each).
+        refine_channels: channels after the first 2x pixel-shuffle (halved at every further one).
+    """
+
+    def __init__(self, image_size: int = 256, motion_size: int = 64, channels: int = 32, num_res_blocks: int = 1,
+                 refine_channels: int = 16):
+        super().__init__()
+        if motion_size <= 0 or image_size % motion_size:
+            raise ValueError(f"image_size must be a multiple of motion_size, got {image_size} / {motion_size}")
+        r = image_size // motion_size
+        if r & (r - 1):
+            raise ValueError(f"image_size / motion_size must be a power of two, got {r}")
+        self.encoder = nn.Sequential(
+            nn.PixelUnshuffle(r), ConvBlock(3 * r * r, channels), *(ResBlock(channels) for _ in range(num_res_blocks))
+        )  # [B, C, m, m]
+        up: list[nn.Module] = [ResBlock(channels) for _ in range(num_res_blocks)]
+        c_in = channels
+        for k in range(r.bit_length() - 1):  # each doubles the resolution
+            c_out = max(4, refine_channels >> k)
+            up += [ConvBlock(c_in, 4 * c_out), nn.PixelShuffle(2)]
+            c_in = c_out
+        self.decoder = nn.Sequential(*up)  # [B, c_in, H, W]
+        self.out = nn.Conv2d(c_in, 3, 3, padding=1)
+
+    def forward(self, reference: torch.Tensor, flow: torch.Tensor, occlusion: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Args:
+            reference: float [B, 3, H, W] in [0, 1], the source frame.
+            flow: [B, 2, m, m] normalised offsets; occlusion: [B, 1, m, m] in [0, 1].
+        Returns:
+            dict with ``image`` [B, 3, H, W] in [0, 1] and ``warped`` [B, 3, H, W], the
+            reference image itself warped by the flow (for visualisation).
+        """
+        features = warp(self.encoder(reference), flow) * occlusion  # [B, C, m, m]
+        return {"image": torch.sigmoid(self.out(self.decoder(features))), "warped": warp(reference, flow)}

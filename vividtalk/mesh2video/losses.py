@@ -1,0 +1,80 @@
+"""Losses of stage 2: perceptual (VGG-19 on an image pyramid), feature matching, adversarial, KL.
+
+VividTalk: "the perceptual loss L_perc based on a pretrained VGG-19 is the main driving loss;
+a feature-matching loss L_fm stabilises training and gives more realistic results" (seed,
+training strategy); the motion VAE adds its KL term.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .vgg import VGG19Features
+
+
+class PerceptualLoss(nn.Module):
+    """Mean over an image pyramid of the L1 distance between VGG-19 activations.
+
+    Without VGG weights (``vgg_weights=None``) the offline fallback is the L1 distance of the
+    images themselves at each pyramid scale: a weaker but honest reconstruction loss, so that
+    training works with nothing on disk. ``uses_vgg`` tells which one is active.
+
+    Args:
+        vgg_weights: path of torchvision-layout VGG-19 weights (see :mod:`.vgg`), or None.
+        scales: pyramid scales (1 = full resolution).
+        layer_weights: weights of relu1_1 ... relu5_1.
+    """
+
+    def __init__(self, vgg_weights: str | os.PathLike | None = None, scales: tuple[float, ...] = (1.0, 0.5, 0.25),
+                 layer_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0)):
+        super().__init__()
+        self.vgg = VGG19Features(vgg_weights) if vgg_weights is not None else None
+        self.scales, self.layer_weights = tuple(scales), tuple(layer_weights)
+
+    @property
+    def uses_vgg(self) -> bool:
+        return self.vgg is not None
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Images float [B, 3, H, W] in [0, 1] -> scalar loss."""
+        total = prediction.new_zeros(())
+        for s in self.scales:
+            p, t = (prediction, target) if s == 1 else (
+                F.interpolate(prediction, scale_factor=s, mode="bilinear", align_corners=False, antialias=True),
+                F.interpolate(target, scale_factor=s, mode="bilinear", align_corners=False, antialias=True),
+            )
+            if self.vgg is None:
+                total = total + F.l1_loss(p, t)
+                continue
+            with torch.no_grad():
+                t_features = self.vgg(t)
+            for w, pf, tf in zip(self.layer_weights, self.vgg(p), t_features):
+                total = total + w * F.l1_loss(pf, tf)
+        return total / len(self.scales)
+
+
+def feature_matching_loss(fake: list[list[torch.Tensor]], real: list[list[torch.Tensor]]) -> torch.Tensor:
+    """``L_fm``: L1 between the discriminator's intermediate features of fake and real images,
+    averaged over scales and layers (the real features are constants)."""
+    terms = [F.l1_loss(f, r.detach()) for fs, rs in zip(fake, real) for f, r in zip(fs[:-1], rs[:-1])]
+    return torch.stack(terms).mean()
+
+
+def generator_adversarial_loss(fake: list[list[torch.Tensor]]) -> torch.Tensor:
+    """Least-squares GAN, generator side: mean over scales of ``(D(G) - 1)^2``."""
+    return torch.stack([(scores[-1] - 1).pow(2).mean() for scores in fake]).mean()
+
+
+def discriminator_loss(fake: list[list[torch.Tensor]], real: list[list[torch.Tensor]]) -> torch.Tensor:
+    """Least-squares GAN, discriminator side: ``(D(x) - 1)^2 + D(G)^2`` averaged over scales."""
+    terms = [(r[-1] - 1).pow(2).mean() + f[-1].pow(2).mean() for f, r in zip(fake, real)]
+    return torch.stack(terms).mean()
+
+
+def kl_loss(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, sigma^2) || N(0, 1)) per latent element, averaged: the motion VAE's prior term."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).mean()

@@ -1,0 +1,212 @@
+"""LightningModule of stage 2 (Mesh-to-Video): motion VAE + warping generator vs discriminator.
+
+Manual optimisation: per step, the generator side (motion VAE and generator) is updated with
+
+    L_G = w_perc L_perc + w_fm L_fm + w_adv L_adv + w_kl KL
+
+and then the multi-scale discriminator with the least-squares GAN loss, on the generated frame
+and the real driving frame, each concatenated with the driving projected texture (the
+discriminator judges the frame given the mesh it should show). The adversarial terms start
+after ``adversarial_start`` steps. Validation reports PSNR / SSIM over the face region of the
+output and of the baseline that returns the source frame; every ``image_every`` training
+steps a grid (source | driving PT | flow | occlusion | output | target) is written as PNG to
+the logger's directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.cli import OptimizerCallable
+
+from ..eval.image import psnr, ssim
+from ..face.model import FaceModel
+from ..render import get_rasterizer
+from .conditioning import FACE_LABEL, lip_heatmap_difference, outer_texture, projected_texture
+from .discriminator import MultiScaleDiscriminator
+from .generator import WarpingGenerator
+from .losses import PerceptualLoss, discriminator_loss, feature_matching_loss, generator_adversarial_loss, kl_loss
+from .motion_vae import DualBranchMotionVAE
+
+
+def adam_1e5(params) -> torch.optim.Optimizer:
+    """The paper's stage-2 optimiser: Adam, learning rate 1e-5."""
+    return torch.optim.Adam(params, lr=1e-5, betas=(0.5, 0.999))
+
+
+class Mesh2VideoModule(pl.LightningModule):
+    """Trains the dual-branch motion VAE and the warping generator against a discriminator.
+
+    Args:
+        motion_vae, generator, discriminator: the networks (``class_path`` in the recipe).
+        optimizer_g, optimizer_d: callables params -> optimiser for the generator side and
+            for the discriminator.
+        vgg_weights: torchvision-layout VGG-19 weights for the perceptual loss; None: the
+            documented L1-pyramid fallback (see :class:`~vividtalk.mesh2video.losses.PerceptualLoss`).
+        perceptual_weight, feature_matching_weight, adversarial_weight, kl_weight: loss weights.
+        adversarial_start: training steps before the adversarial and feature-matching terms.
+        heatmap_sigma: std of the lip heatmaps, in motion-resolution pixels.
+        rasterizer: "auto", "torch" or "nvdiffrast" (see ``vividtalk.render.get_rasterizer``).
+        face_model: path of a face model file; None for the packaged default.
+        image_every: write an image grid every this many training steps (0: never).
+    """
+
+    def __init__(
+        self,
+        motion_vae: DualBranchMotionVAE,
+        generator: WarpingGenerator,
+        discriminator: MultiScaleDiscriminator,
+        optimizer_g: OptimizerCallable = adam_1e5,
+        optimizer_d: OptimizerCallable = adam_1e5,
+        vgg_weights: str | None = None,
+        perceptual_weight: float = 10.0,
+        feature_matching_weight: float = 10.0,
+        adversarial_weight: float = 1.0,
+        kl_weight: float = 1e-3,
+        adversarial_start: int = 0,
+        heatmap_sigma: float = 1.5,
+        rasterizer: str = "auto",
+        face_model: str | None = None,
+        image_every: int = 500,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["motion_vae", "generator", "discriminator", "optimizer_g", "optimizer_d"])
+        self.automatic_optimization = False
+        self.motion_vae, self.generator, self.discriminator = motion_vae, generator, discriminator
+        self.optimizer_g, self.optimizer_d = optimizer_g, optimizer_d
+        self.perceptual = PerceptualLoss(vgg_weights)
+        self.weights = {"perceptual": perceptual_weight, "feature_matching": feature_matching_weight,
+                        "adversarial": adversarial_weight, "kl": kl_weight}
+        self.adversarial_start, self.heatmap_sigma = adversarial_start, heatmap_sigma
+        self.rasterizer_name, self.image_every = rasterizer, image_every
+        self.face = FaceModel.load(face_model) if face_model else FaceModel.default()
+
+    # ------------------------------------------------------------------ forward
+    def condition(self, batch: dict) -> dict[str, torch.Tensor]:
+        """The inputs of the motion VAE from a batch of frame pairs.
+
+        Returns:
+            dict with ``pt_source`` / ``pt_driving`` [B, 3, H, W], ``driving_face`` [B, 1, H, W]
+            (the rendered face mask of the driving mesh) and ``lip_heatmaps`` [B, N, m, m].
+        """
+        source = batch["source"]
+        rasterizer = get_rasterizer(self.rasterizer_name, source.device)
+        outer = outer_texture(source, batch["source_mask"])
+        pt_source, _ = projected_texture(rasterizer, self.face, batch["source_vertices"], outer)
+        pt_driving, face = projected_texture(rasterizer, self.face, batch["driving_vertices"], outer)
+        heat = lip_heatmap_difference(batch["source_lips"], batch["driving_lips"], self.motion_vae.motion_size,
+                                      source.shape[-1], self.heatmap_sigma)
+        return {"pt_source": pt_source, "pt_driving": pt_driving, "driving_face": face, "lip_heatmaps": heat}
+
+    def forward(self, batch: dict, lip_scale: float = 1.0, sample: bool | None = None) -> dict[str, torch.Tensor]:
+        """Source frame + driving mesh -> the driven frame.
+
+        Returns:
+            dict: :meth:`condition`'s fields, the motion VAE's (``flow``, ``occlusion``,
+            ``mu``, ``logvar``, ``lip_flow``) and the generator's (``image`` [B, 3, H, W], ``warped``).
+        """
+        cond = self.condition(batch)
+        motion = self.motion_vae(cond["pt_source"], cond["pt_driving"], cond["lip_heatmaps"], lip_scale, sample)
+        out = self.generator(batch["source"], motion["flow"], motion["occlusion"])
+        return {**cond, **motion, **out}
+
+    # ------------------------------------------------------------------ training
+    def _judge(self, image: torch.Tensor, pt: torch.Tensor) -> list[list[torch.Tensor]]:
+        return self.discriminator(torch.cat([image, pt], dim=1))
+
+    def generator_losses(self, out: dict, target: torch.Tensor, adversarial: bool) -> dict[str, torch.Tensor]:
+        """The terms of L_G (unweighted) and their weighted sum ``loss``."""
+        losses = {"perceptual": self.perceptual(out["image"], target), "kl": kl_loss(out["mu"], out["logvar"])}
+        if adversarial:
+            fake = self._judge(out["image"], out["pt_driving"])
+            with torch.no_grad():
+                real = self._judge(target, out["pt_driving"])
+            losses["adversarial"] = generator_adversarial_loss(fake)
+            losses["feature_matching"] = feature_matching_loss(fake, real)
+        losses["loss"] = sum(self.weights[k] * v for k, v in losses.items())
+        return losses
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        opt_g, opt_d = self.optimizers()
+        # global_step counts optimiser steps: one per step until the discriminator joins.
+        adversarial = self.global_step >= self.adversarial_start and self.weights["adversarial"] > 0
+        out = self(batch)
+        losses = self.generator_losses(out, batch["driving"], adversarial)
+        self.discriminator.requires_grad_(False)
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(losses["loss"])
+        opt_g.step()
+        self.discriminator.requires_grad_(True)
+        if adversarial:
+            d_loss = discriminator_loss(self._judge(out["image"].detach(), out["pt_driving"]),
+                                        self._judge(batch["driving"], out["pt_driving"]))
+            opt_d.zero_grad(set_to_none=True)
+            self.manual_backward(d_loss)
+            opt_d.step()
+            losses["discriminator"] = d_loss
+        self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, prog_bar=True,
+                      batch_size=len(batch["source"]))
+        if self.image_every and batch_idx % self.image_every == 0:
+            self._write_grid(batch, out)
+
+    def configure_optimizers(self):
+        g_params = list(self.motion_vae.parameters()) + list(self.generator.parameters())
+        return [self.optimizer_g(g_params), self.optimizer_d(self.discriminator.parameters())]
+
+    # ------------------------------------------------------------------ evaluation
+    def face_metrics(self, batch: dict, lip_scale: float = 1.0) -> dict[str, torch.Tensor]:
+        """Per-pair PSNR / SSIM [B] over the driving frame's face region, of the output and of
+        the source-frame baseline; also over the mouth region (around the driving lips)."""
+        out = self(batch, lip_scale=lip_scale, sample=False)
+        target = batch["driving"]
+        face = (batch["driving_mask"] == FACE_LABEL)[:, None].float()  # [B, 1, H, W]
+        mouth = _box_mask(batch["driving_lips"], target.shape[-1], margin=8)
+        return {
+            "psnr": psnr(out["image"], target, face), "ssim": ssim(out["image"], target, face),
+            "psnr_source_baseline": psnr(batch["source"], target, face),
+            "ssim_source_baseline": ssim(batch["source"], target, face),
+            "psnr_mouth": psnr(out["image"], target, mouth),
+        }
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def _evaluate(self, batch: dict, stage: str) -> None:
+        metrics = {k: v.mean() for k, v in self.face_metrics(batch).items()}
+        metrics["psnr_mouth_without_lip_branch"] = self.face_metrics(batch, lip_scale=0.0)["psnr_mouth"].mean()
+        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, batch_size=len(batch["source"]),
+                      sync_dist=True)
+
+    def _write_grid(self, batch: dict, out: dict) -> None:
+        """source | driving PT | flow | occlusion | output | target of the first pair, as PNG."""
+        if self.trainer is None or not self.trainer.is_global_zero or self.logger is None or not self.logger.log_dir:
+            return
+        import cv2
+
+        h = batch["source"].shape[-1]
+        flow = out["flow"][:1].detach()
+        flow_rgb = torch.cat([0.5 + 2.0 * flow, torch.full_like(flow[:, :1], 0.5)], dim=1).clamp(0, 1)
+        panels = [batch["source"][:1], out["pt_driving"][:1], flow_rgb, out["occlusion"][:1].expand(-1, 3, -1, -1),
+                  out["image"][:1], batch["driving"][:1]]
+        panels = [torch.nn.functional.interpolate(p.detach().float(), size=(h, h)) for p in panels]
+        grid = (torch.cat(panels, dim=-1)[0].permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)
+        path = Path(self.logger.log_dir) / "images" / f"step{self.global_step:07d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+
+
+def _box_mask(points: torch.Tensor, size: int, margin: int) -> torch.Tensor:
+    """float [B, 1, size, size]: 1 inside each point set's bounding box grown by ``margin`` px."""
+    lo = (points.amin(1) - margin).floor().clamp(0, size)  # [B, 2]
+    hi = (points.amax(1) + margin).ceil().clamp(0, size)
+    axis = torch.arange(size, device=points.device)
+    inside_x = (axis[None] >= lo[:, :1]) & (axis[None] < hi[:, :1])  # [B, S]
+    inside_y = (axis[None] >= lo[:, 1:]) & (axis[None] < hi[:, 1:])
+    return (inside_y[:, :, None] & inside_x[:, None, :])[:, None].float()
+

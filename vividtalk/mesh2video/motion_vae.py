@@ -1,0 +1,99 @@
+"""VividTalk's dual-branch motion VAE: projected textures + lip heatmaps -> dense motion.
+
+Face branch: the source and driving projected textures ``PT`` (concatenated) are encoded to
+face-motion features. Lip branch: the :class:`~vividtalk.mesh2video.hourglass.Hourglass` turns
+driving-minus-source lip heatmaps into lip-motion features. Both are fused into a latent with a
+mean and a log-variance (sampled in training, the mean at inference), decoded, joined again
+by the lip features at the motion resolution (the 2-D lip motion "concatenated with the face
+motion"), and read out as a dense flow field (to which the hourglass' own 2-D lip flow is
+added) and an occlusion map (seed, Mesh-To-Video).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .blocks import ConvBlock, DownBlock, ResBlock, UpBlock
+from .hourglass import Hourglass
+
+
+class DualBranchMotionVAE(nn.Module):
+    """(PT_src, PT_drv, lip heatmap difference) -> flow, occlusion, latent statistics.
+
+    Args:
+        num_lips: lip landmarks N (heatmap channels).
+        image_size: side of the projected textures (square).
+        motion_size: side of the flow / occlusion maps and of the lip heatmaps
+            (``image_size / motion_size`` a power of two).
+        latent_size: side of the latent map (``motion_size / latent_size`` a power of two).
+        channels: channels of the face encoder at the motion resolution (doubled per level
+            below it, capped by max_channels); the textures enter by pixel-unshuffling.
+        latent_channels: channels of the latent.
+        max_channels: cap on any level's channels.
+        lip_channels: channels of the hourglass' lip features.
+        hourglass_blocks: levels of the hourglass; hourglass_channels: its first level's channels.
+    """
+
+    def __init__(self, num_lips: int = 40, image_size: int = 256, motion_size: int = 64, latent_size: int = 16,
+                 channels: int = 32, latent_channels: int = 32, max_channels: int = 64, lip_channels: int = 8,
+                 hourglass_blocks: int = 3, hourglass_channels: int = 8):
+        super().__init__()
+        r, to_latent = 2 ** _levels(image_size, motion_size), _levels(motion_size, latent_size)
+        self.motion_size, self.latent_channels = motion_size, latent_channels
+        width = [min(max_channels, channels * 2**j) for j in range(to_latent + 1)]  # per level below motion size
+        self.face_encoder = nn.Sequential(
+            nn.PixelUnshuffle(r), ConvBlock(6 * r * r, channels), ResBlock(channels)
+        )  # [B, C, m, m]
+        self.lip_branch = Hourglass(num_lips, block_channels=hourglass_channels, num_blocks=hourglass_blocks,
+                                    max_channels=max_channels, out_channels=lip_channels)
+        self.fuse = nn.Sequential(
+            ConvBlock(channels + lip_channels, width[0]),
+            *(DownBlock(width[j], width[j + 1]) for j in range(to_latent)),
+            ResBlock(width[-1]),
+        )  # [B, C_l, l, l]
+        self.to_stats = nn.Conv2d(width[-1], 2 * latent_channels, 1)  # mean, log-variance
+        self.decoder = nn.Sequential(
+            ConvBlock(latent_channels, width[-1]), ResBlock(width[-1]),
+            *(UpBlock(width[j + 1], width[j]) for j in reversed(range(to_latent))),
+        )  # [B, C, m, m]
+        self.head = nn.Sequential(ConvBlock(width[0] + lip_channels, channels), ResBlock(channels))
+        self.flow = nn.Conv2d(channels, 2, 7, padding=3)
+        self.occlusion = nn.Conv2d(channels, 1, 7, padding=3)
+        nn.init.zeros_(self.flow.weight)  # start from the identity warp
+        nn.init.zeros_(self.flow.bias)
+
+    def forward(self, pt_source: torch.Tensor, pt_driving: torch.Tensor, lip_heatmaps: torch.Tensor,
+                lip_scale: float = 1.0, sample: bool | None = None) -> dict[str, torch.Tensor]:
+        """Args:
+            pt_source, pt_driving: projected textures float [B, 3, H, W] in [0, 1].
+            lip_heatmaps: driving minus source lip heatmaps [B, N, motion, motion].
+            lip_scale: multiplies the lip branch's features (0 removes the branch: ablation).
+            sample: draw the latent from N(mu, sigma^2) (default: in training mode only).
+        Returns:
+            dict with ``flow`` [B, 2, m, m] (normalised offsets, see ``blocks.warp``): the
+            decoded dense motion plus the hourglass' 2-D lip motion ``lip_flow``,
+            ``occlusion`` [B, 1, m, m] in [0, 1], ``mu`` / ``logvar`` [B, Z, l, l], ``lip_flow``
+            [B, 2, m, m] (the hourglass' 2-D lip motion).
+        """
+        face = self.face_encoder(torch.cat([pt_source, pt_driving], dim=1))  # [B, C, m, m]
+        lips = self.lip_branch(lip_heatmaps)
+        lip_features = lips["features"] * lip_scale  # [B, L, m, m]
+        if lip_features.shape[-2:] != face.shape[-2:]:
+            raise ValueError(f"lip heatmaps must be {tuple(face.shape[-2:])}, got {tuple(lip_features.shape[-2:])}")
+        mu, logvar = self.to_stats(self.fuse(torch.cat([face, lip_features], dim=1))).chunk(2, dim=1)
+        logvar = logvar.clamp(-10.0, 10.0)
+        sample = self.training if sample is None else sample
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if sample else mu  # [B, Z, l, l]
+        x = self.head(torch.cat([self.decoder(z), lip_features], dim=1))  # [B, C, m, m]
+        lip_flow = lips["flow"] * lip_scale  # [B, 2, m, m]
+        return {"flow": self.flow(x) + lip_flow, "occlusion": torch.sigmoid(self.occlusion(x)), "mu": mu,
+                "logvar": logvar, "lip_flow": lip_flow}
+
+
+def _levels(size: int, smaller: int) -> int:
+    """Halvings from ``size`` to ``smaller`` (a power of two ratio)."""
+    ratio = size // smaller
+    if smaller <= 0 or size % smaller or ratio & (ratio - 1):
+        raise ValueError(f"{size} / {smaller} must be a power of two")
+    return ratio.bit_length() - 1
