@@ -110,7 +110,11 @@ def test_zero_flow_and_full_visibility_is_the_identity_warp():
     gen = WarpingGenerator(image_size=32, motion_size=8, channels=8, refine_channels=4)
     out = gen(image, torch.zeros(2, 2, 8, 8), torch.ones(2, 1, 8, 8))
     torch.testing.assert_close(out["warped"], image, rtol=0, atol=1e-6)
-    assert out["image"].shape == image.shape and 0 <= out["image"].min() and out["image"].max() <= 1
+    torch.testing.assert_close(out["image"], image, rtol=0, atol=1e-6)  # the whole generator: the identity
+    # Nothing visible: the painted frame alone.
+    hidden = gen(image, torch.zeros(2, 2, 8, 8), torch.zeros(2, 1, 8, 8))
+    torch.testing.assert_close(hidden["image"], hidden["painted"])
+    assert 0 <= hidden["image"].min() and hidden["image"].max() <= 1
 
 
 def test_motion_vae_outputs_and_occlusion_range():
@@ -210,8 +214,15 @@ def test_psnr_and_ssim_against_references():
     assert ssim(c, a, right).item() == pytest.approx(1.0, abs=1e-6) and psnr(c, a, right).item() > 90
 
 
+def test_an_untrained_model_starts_near_the_source_frame(pair_batch):
+    with torch.no_grad():
+        out = small_module()(pair_batch, sample=False)
+    assert (out["image"] - pair_batch["source"]).abs().mean() < 0.05
+
+
 def test_a_few_hundred_steps_overfit_one_pair(pair_batch):
-    """The generator side alone (no adversary) on one pair: L_perc (fallback) falls 3-fold."""
+    """The generator side alone (no adversary) on one pair: starting from the source frame (the
+    baseline), L_perc (fallback) falls below 55 % of its start."""
     module = small_module(adversarial_weight=0.0)
     params = list(module.motion_vae.parameters()) + list(module.generator.parameters())
     opt = torch.optim.Adam(params, lr=2e-3)
@@ -224,4 +235,4 @@ def test_a_few_hundred_steps_overfit_one_pair(pair_batch):
         loss["loss"].backward()
         opt.step()
         losses.append(loss["perceptual"].item())
-    assert min(losses[-10:]) < losses[0] / 3, (losses[0], min(losses[-10:]))
+    assert min(losses[-10:]) < 0.55 * losses[0], (losses[0], min(losses[-10:]))

@@ -4,13 +4,20 @@
 the occlusion map, is the input of the generator, which synthesises the final video frame by
 frame" (seed, Mesh-To-Video). As in first-order-model, the warp acts on the encoded
 reference: features at the motion resolution are warped by the flow, weighted by the
-occlusion map (where the reference has nothing to offer, e.g. the inside of an opening
-mouth: the generator must paint it), refined by residual blocks and decoded to the frame.
+occlusion map, refined by residual blocks and decoded into a painted frame. The output keeps
+the warped reference pixels where the occlusion map says they are visible and the painted
+frame where they are not (e.g. the inside of an opening mouth):
+
+    image = O * warp(reference, flow) + (1 - O) * painted
+
+so the fine texture of the reference survives the warp without passing through the
+low-resolution features, and zero flow with full visibility returns the reference exactly.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .blocks import ConvBlock, ResBlock, warp
@@ -56,8 +63,11 @@ class WarpingGenerator(nn.Module):
             reference: float [B, 3, H, W] in [0, 1], the source frame.
             flow: [B, 2, m, m] normalised offsets; occlusion: [B, 1, m, m] in [0, 1].
         Returns:
-            dict with ``image`` [B, 3, H, W] in [0, 1] and ``warped`` [B, 3, H, W], the
-            reference image itself warped by the flow (for visualisation).
+            dict with ``image`` [B, 3, H, W] in [0, 1], ``warped`` [B, 3, H, W] (the reference
+            warped by the flow) and ``painted`` [B, 3, H, W] (the decoded features).
         """
         features = warp(self.encoder(reference), flow) * occlusion  # [B, C, m, m]
-        return {"image": torch.sigmoid(self.out(self.decoder(features))), "warped": warp(reference, flow)}
+        painted = torch.sigmoid(self.out(self.decoder(features)))  # [B, 3, H, W]
+        warped = warp(reference, flow)  # [B, 3, H, W]
+        visible = F.interpolate(occlusion, size=reference.shape[-2:], mode="bilinear", align_corners=False)
+        return {"image": visible * warped + (1.0 - visible) * painted, "warped": warped, "painted": painted}

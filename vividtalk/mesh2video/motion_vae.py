@@ -60,8 +60,9 @@ class DualBranchMotionVAE(nn.Module):
         self.head = nn.Sequential(ConvBlock(width[0] + lip_channels, channels), ResBlock(channels))
         self.flow = nn.Conv2d(channels, 2, 7, padding=3)
         self.occlusion = nn.Conv2d(channels, 1, 7, padding=3)
-        nn.init.zeros_(self.flow.weight)  # start from the identity warp
+        nn.init.zeros_(self.flow.weight)  # start from the identity warp ...
         nn.init.zeros_(self.flow.bias)
+        nn.init.constant_(self.occlusion.bias, 3.0)  # ... with the reference visible: the source frame
 
     def forward(self, pt_source: torch.Tensor, pt_driving: torch.Tensor, lip_heatmaps: torch.Tensor,
                 lip_scale: float = 1.0, sample: bool | None = None) -> dict[str, torch.Tensor]:
