@@ -20,6 +20,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture()
+def one_thread():
+    """Run a test on one thread: the small networks of the tests train fastest (and most
+    reproducibly) that way."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def portrait() -> np.ndarray:
     """RGB uint8 [512, 512, 3] public-domain portrait."""

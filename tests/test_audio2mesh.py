@@ -14,12 +14,7 @@ from vividtalk.audio2mesh.transformer import MultiBranchTransformer, lip_express
 A, S = 12, 8  # audio feature size, style size
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small networks: fastest, reproducible
 
 
 def small_network(**kwargs) -> MultiBranchTransformer:

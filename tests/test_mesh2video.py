@@ -26,12 +26,7 @@ from vividtalk.render import get_rasterizer
 SIZE, MOTION = 64, 16  # small images for the tests
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small networks: fastest, reproducible
 
 
 def small_module(**kwargs) -> Mesh2VideoModule:

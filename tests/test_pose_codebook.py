@@ -16,13 +16,7 @@ from vividtalk.audio2mesh.pose_vqvae import PoseVQVAE
 DEG = math.pi / 180
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The small networks here train fastest (and most reproducibly) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small networks: fastest, reproducible
 
 
 def synthetic_poses(batch: int, frames: int, generator: torch.Generator) -> torch.Tensor:
