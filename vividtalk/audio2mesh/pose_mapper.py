@@ -117,15 +117,24 @@ class PoseMapper(nn.Module):
             dict with ``latents`` [B, n, code_dim], the ``Z^`` of ``L_map``; step k depends on
             ``previous[:, :k + 1]`` and the audio, never on later codes.
         """
+        return self.decode(self.audio_tokens(audio), z_style, pose0, previous)
+
+    def audio_tokens(self, audio: torch.Tensor) -> torch.Tensor:
+        """Audio features [B, T, audio_dim], T a multiple of ``downsample`` -> pooled tokens
+        [B, T / downsample, d_model] (computed once per sequence by :func:`generate_codes`)."""
         if audio.shape[1] % self.downsample:
             raise ValueError(f"audio length {audio.shape[1]} is not a multiple of downsample={self.downsample}")
         x = self.audio_proj(audio)  # [B, T, d]
-        x = self.pool(x.transpose(1, 2)).transpose(1, 2)  # [B, T', d]
+        return self.pool(x.transpose(1, 2)).transpose(1, 2)  # [B, T', d]
+
+    def decode(self, tokens: torch.Tensor, z_style: torch.Tensor, pose0: torch.Tensor,
+               previous: torch.Tensor) -> dict[str, torch.Tensor]:
+        """:meth:`forward` from the pooled audio tokens [B, T', d_model] of :meth:`audio_tokens`."""
         n = previous.shape[1]
-        if n > x.shape[1]:
-            raise ValueError(f"{n} previous codes for {x.shape[1]} latent steps")
+        if n > tokens.shape[1]:
+            raise ValueError(f"{n} previous codes for {tokens.shape[1]} latent steps")
         codes = torch.cat([self.start_code.expand(len(previous), 1, -1), previous[:, 1:]], dim=1)  # [B, n, C]
-        x = x[:, :n] + self.code_proj(codes) + self.token_type[2]
+        x = tokens[:, :n] + self.code_proj(codes) + self.token_type[2]
         x = x + sinusoidal_positions(n, x.shape[2], x.device, x.dtype)
         style = self.style_proj(z_style) + self.token_type[0]  # [B, d]
         pose = self.pose_proj(pose0) + self.token_type[1]  # [B, d]
@@ -237,11 +246,11 @@ def generate_codes(
         code indices [B, T / downsample] int64.
     """
     codes = vqvae.codebook.codes()
-    steps = audio.shape[1] // mapper.downsample
+    tokens = mapper.audio_tokens(audio)  # [B, T', d]
     previous = codes.new_zeros(audio.shape[0], 1, codes.shape[1])  # row 0: the start (ignored)
     chosen = []
-    for k in range(steps):
-        latent = mapper(audio, z_style, pose0, previous)["latents"][:, -1]  # [B, C]
+    for k in range(tokens.shape[1]):
+        latent = mapper.decode(tokens, z_style, pose0, previous)["latents"][:, -1]  # [B, C]
         logits = mapper.code_logits(_normalized(vqvae, latent), codes)  # [B, K]
         if temperature <= 0:
             index = logits.argmax(-1)

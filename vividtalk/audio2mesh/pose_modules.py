@@ -112,7 +112,9 @@ class PoseMapperModule(pl.LightningModule):
             the VQ-VAE's weights are loaded otherwise (e.g. from this module's checkpoint).
         audio_encoder: waveform -> features; None when the data serves cached features.
         ce_weight: weight of the code cross-entropy in ``L_map``.
-        temperature: sampling temperature of validation (0: nearest code).
+        temperature: sampling temperature of validation (0: nearest code). 0.8 was chosen on
+            the validation split of the synthetic corpus: at 1.0 the jerk of one axis exceeded
+            twice the real one's, at 0.6 the motion grew stiller.
     """
 
     def __init__(
@@ -124,7 +126,7 @@ class PoseMapperModule(pl.LightningModule):
         audio_encoder: nn.Module | None = None,
         optimizer: OptimizerCallable = adam,
         ce_weight: float = 1.0,
-        temperature: float = 1.0,
+        temperature: float = 0.8,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["mapper", "style_encoder", "vqvae", "audio_encoder", "optimizer"])

@@ -21,6 +21,7 @@ by frame with per-layer key/value caches (:meth:`MultiBranchTransformer.generate
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vividtalk.audio2mesh.attention import (
@@ -177,20 +178,56 @@ def generate_cached(branches: list[DecoderBranch], memory: torch.Tensor, z_style
     weights = [stack_layers(list(layers)) for layers in zip(*(br.layers for br in branches))]
     memory_kv = [tuple(torch.cat(kv, dim=0) for kv in zip(*per_branch))  # [G B, H, T, Dh] each
                  for per_branch in zip(*(br.project_memory(memory) for br in branches))]
-    styles = [br.style(z_style)[:, None] for br in branches]  # [B, 1, D] each
-    prev = [memory.new_zeros(b, 1, br.out_dim) if s is None else s[:, None] for br, s in zip(branches, starts)]
+    io = _grouped_io(branches, memory, z_style)
+    prev = torch.zeros(len(branches), b, io["width"], device=memory.device, dtype=memory.dtype)  # [G, B, Cmax]
+    for g, s in enumerate(starts):
+        if s is not None:
+            prev[g, :, : s.shape[-1]] = s
     caches = [KVCache(capacity=t_total) for _ in weights]
     outputs = []
     for t in range(t_total):
-        x = torch.cat([br.tokens(p, s, t, st is None, memory[:, t : t + 1])
-                       for br, p, s, st in zip(branches, prev, styles, starts)], 1)
-        x = x.transpose(0, 1)  # [G, B, D]
+        x = torch.baddbmm(io["embed_b"], prev, io["embed_w"]) + io["bases"][:, :, t]  # [G, B, D]
+        if t == 0:  # branches without a start value begin from their learned token
+            learned = [g for g, s in enumerate(starts) if s is None]
+            x[learned] = io["start_tokens"][learned] + io["bases"][learned, :, 0]
         first, end = 0 if context is None else max(0, t - context), min(t_total, t + 1 + lookahead)
         for w, (mk, mv), cache in zip(weights, memory_kv, caches):
             x = grouped_layer_step(x, w, (mk[:, :, first:end], mv[:, :, first:end]), cache, num_heads, eps)
-        prev = [br.output(x[i, :, None]) for i, br in enumerate(branches)]  # [B, 1, out_dim_i] each
+        y = torch.addcmul(io["norm_b"], F.layer_norm(x, x.shape[-1:], eps=io["norm_eps"]), io["norm_w"])
+        y = torch.baddbmm(io["head_b"], y, io["head_w"])  # [G, B, Cmax]
+        prev = torch.where(io["sigmoid"], torch.sigmoid(y), y)
         outputs.append(prev)
-    return [torch.cat(per_branch, dim=1) for per_branch in zip(*outputs)]
+    out = torch.stack(outputs, dim=2)  # [G, B, T, Cmax]
+    return [out[g, :, :, : br.out_dim] for g, br in enumerate(branches)]
+
+
+def _grouped_io(branches: list[DecoderBranch], memory: torch.Tensor, z_style: torch.Tensor) -> dict:
+    """The input embeddings and output heads of G branches stacked for one batched product per
+    frame, outputs zero-padded to the widest branch ``width`` (padded inputs meet zero rows, so
+    the padding never leaks), and every branch's per-frame token base (position + style + audio).
+
+    Returns:
+        dict: ``bases`` [G, B, T, D]; ``embed_w`` [G, Cmax, D], ``embed_b`` [G, 1, D];
+        ``start_tokens`` [G, 1, D]; ``norm_w`` / ``norm_b`` [G, 1, D], ``norm_eps``;
+        ``head_w`` [G, D, Cmax], ``head_b`` [G, 1, Cmax]; ``sigmoid`` bool [G, 1, Cmax]; ``width``.
+    """
+    width, t = max(br.out_dim for br in branches), memory.shape[1]
+    embed_w, head_w, head_b, sigmoid = [], [], [], []
+    for br in branches:
+        pad = width - br.out_dim
+        embed_w.append(F.pad(br.embed.weight.t(), (0, 0, 0, pad)))  # [Cmax, D]
+        head_w.append(F.pad(br.head.weight.t(), (0, pad)))  # [D, Cmax]
+        head_b.append(F.pad(br.head.bias, (0, pad))[None])  # [1, Cmax]
+        sigmoid.append(torch.full((1, width), br.sigmoid, dtype=torch.bool, device=memory.device))
+    return {
+        "bases": torch.stack([br.pos[:t] + br.style(z_style)[:, None] + br.audio_in(memory) for br in branches]),
+        "embed_w": torch.stack(embed_w), "embed_b": torch.stack([br.embed.bias[None] for br in branches]),
+        "start_tokens": torch.stack([br.start_token[None] for br in branches]),
+        "norm_w": torch.stack([br.norm.weight[None] for br in branches]),
+        "norm_b": torch.stack([br.norm.bias[None] for br in branches]), "norm_eps": branches[0].norm.eps,
+        "head_w": torch.stack(head_w), "head_b": torch.stack(head_b), "sigmoid": torch.stack(sigmoid),
+        "width": width,
+    }
 
 
 class MultiBranchTransformer(nn.Module):
