@@ -142,3 +142,26 @@ def test_bench_audio2mesh_reports_cached_and_uncached(capsys):
     assert report["output_shape"] == [1, 250, 468, 3]
     assert report["seconds_expression_uncached"] > report["seconds_expression_cached"] > 0
     assert report["seconds_total"] >= report["seconds_pose"] > 0
+
+
+def test_audio2mesh_trains_on_wav2vec2_features_from_a_local_directory(tiny_synth_corpus, tmp_path):
+    """The other audio encoder of the front end: wav2vec2 read from a local directory, as the
+    recipe's comment says (a tiny random model of the real class; nothing is downloaded)."""
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    torch.manual_seed(0)
+    config = Wav2Vec2Config(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, conv_dim=(32,) * 7,
+        conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2), num_feat_extract_layers=7,
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, vocab_size=32,
+    )
+    Wav2Vec2Model(config).save_pretrained(tmp_path / "w2v")
+    encoder = json.dumps({"class_path": "vividtalk.audio.Wav2Vec2Encoder.from_pretrained",
+                          "init_args": {"path": str(tmp_path / "w2v")}})
+    cli = cli_main(["fit", *recipe("audio2mesh", tmp_path, tiny_synth_corpus, "--trainer.max_steps", "2"),
+                    "--model.init_args.audio_encoder", encoder, "--model.init_args.network.init_args.audio_dim", "32"])
+    assert cli.trainer.global_step == 2
+    assert type(cli.model.audio_encoder).__name__ == "Wav2Vec2Encoder" and cli.model.audio_encoder.feature_dim == 32
+    assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
+    metrics = cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)[0]
+    assert metrics["val/lve"] > 0
