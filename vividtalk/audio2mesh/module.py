@@ -60,7 +60,8 @@ class Audio2MeshModule(pl.LightningModule):
         self.face = FaceModel.load(face_model) if face_model else FaceModel.default()
         _check_audio_dim(network, audio_encoder)
         self.register_buffer("upper_face", upper_face_vertices(self.face), persistent=False)
-        # Running sums of the training targets (this rank's), for the mean-face baseline.
+        # Running sums of the training targets, for the mean-face baseline (under DDP, which
+        # broadcasts buffers before every forward, those of rank 0's samples).
         k, lips = self.face.num_expressions, self.face.num_lip_vertices
         self.register_buffer("target_beta_sum", torch.zeros(k, dtype=torch.float64))
         self.register_buffer("target_offset_sum", torch.zeros(lips, 3, dtype=torch.float64))
