@@ -50,7 +50,6 @@ def bench_mesh2video(device: str = "cpu", repeats: int = 10, batch_size: int = 1
     """Median ms per frame (and per stage) of stage 2 at 256x256 for ``batch_size`` pairs."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from ..render import get_rasterizer
     from .discriminator import MultiScaleDiscriminator
     from .generator import WarpingGenerator
     from .module import Mesh2VideoModule
@@ -101,6 +100,6 @@ def bench_mesh2video(device: str = "cpu", repeats: int = 10, batch_size: int = 1
         "batch_size": batch_size, "ms_per_frame": ms, "frames_per_second": 1000.0 / ms,
         **{f"ms_per_frame_{k}": 1000.0 * statistics.median(v) / batch_size for k, v in parts.items()},
         "parameters": params, "gflops_per_frame": counter.get_total_flops() / 1e9,
-        "rasterizer": get_rasterizer(module.rasterizer_name, dev).name, "torch_threads": torch.get_num_threads(),
+        "rasterizer": module.rasterizer(dev).name, "torch_threads": torch.get_num_threads(),
         "repeats": repeats,
     }

@@ -82,6 +82,7 @@ class Mesh2VideoModule(pl.LightningModule):
                         "adversarial": adversarial_weight, "kl": kl_weight}
         self.adversarial_start, self.heatmap_sigma = adversarial_start, heatmap_sigma
         self.rasterizer_name, self.image_every = rasterizer, image_every
+        self._rasterizers: dict = {}  # device -> backend
         self.face = FaceModel.load(face_model) if face_model else FaceModel.default()
 
     # ------------------------------------------------------------------ forward
@@ -93,13 +94,19 @@ class Mesh2VideoModule(pl.LightningModule):
             (the rendered face mask of the driving mesh) and ``lip_heatmaps`` [B, N, m, m].
         """
         source = batch["source"]
-        rasterizer = get_rasterizer(self.rasterizer_name, source.device)
+        rasterizer = self.rasterizer(source.device)
         outer = outer_texture(source, batch["source_mask"])
         pt_source, _ = projected_texture(rasterizer, self.face, batch["source_vertices"], outer)
         pt_driving, face = projected_texture(rasterizer, self.face, batch["driving_vertices"], outer)
         heat = lip_heatmap_difference(batch["source_lips"], batch["driving_lips"], self.motion_vae.motion_size,
                                       source.shape[-1], self.heatmap_sigma)
         return {"pt_source": pt_source, "pt_driving": pt_driving, "driving_face": face, "lip_heatmaps": heat}
+
+    def rasterizer(self, device: torch.device):
+        """The rasterizer backend for ``device``, chosen once per device (``get_rasterizer``)."""
+        if device not in self._rasterizers:
+            self._rasterizers[device] = get_rasterizer(self.rasterizer_name, device)
+        return self._rasterizers[device]
 
     def forward(self, batch: dict, lip_scale: float = 1.0, sample: bool | None = None) -> dict[str, torch.Tensor]:
         """Source frame + driving mesh -> the driven frame.
