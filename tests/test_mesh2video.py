@@ -43,14 +43,14 @@ def small_module(**kwargs) -> Mesh2VideoModule:
 def pair_batch(tiny_synth_corpus):
     """Two (source, driving) pairs of a synthetic clip, resized to SIZE (mouth open in the driving)."""
     from vividtalk.data import Clip, list_clips
-    from vividtalk.data.stage2 import _frame_fields
+    from vividtalk.data.stage2 import frame_fields
 
     clip = Clip(list_clips(tiny_synth_corpus)[0])
     frames, arrays = clip.frames(), clip.arrays()
     jaw = arrays["beta"][:, 0]
     s, d = int(np.argmin(jaw)), int(np.argmax(jaw))
-    items = [{**_frame_fields("source", s, frames, arrays), **_frame_fields("driving", d, frames, arrays)},
-             {**_frame_fields("source", d, frames, arrays), **_frame_fields("driving", s, frames, arrays)}]
+    items = [{**frame_fields("source", s, frames, arrays), **frame_fields("driving", d, frames, arrays)},
+             {**frame_fields("source", d, frames, arrays), **frame_fields("driving", s, frames, arrays)}]
     batch = {k: torch.stack([it[k] for it in items]) for k in items[0]}
     scale = SIZE / frames.shape[1]
     for side in ("source", "driving"):

@@ -84,6 +84,10 @@ class Codebook(nn.Module):
         """The code vectors [K, dim] used for quantisation (unit length with ``normalize_codes``)."""
         return F.normalize(self.weight, dim=-1) if self.normalize_codes else self.weight
 
+    def project(self, z: torch.Tensor) -> torch.Tensor:
+        """Vectors [..., dim] as the search sees them (unit length with ``normalize_codes``)."""
+        return F.normalize(z, dim=-1) if self.normalize_codes else z
+
     def forward(self, z: torch.Tensor, update: bool | None = None) -> dict[str, torch.Tensor]:
         """Quantise encoder outputs.
 
@@ -101,8 +105,7 @@ class Codebook(nn.Module):
             ``|z - sg(q)|^2``), ``perplexity`` (scalar, exp of the entropy of this batch's
             code histogram) and ``codes_used`` (scalar int64, distinct codes in the batch).
         """
-        if self.normalize_codes:
-            z = F.normalize(z, dim=-1)
+        z = self.project(z)
         flat = z.reshape(-1, self.dim)  # [N, D]
         update = self.training if update is None else update
         if update:

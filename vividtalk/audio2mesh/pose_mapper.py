@@ -36,15 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vividtalk.audio2mesh.attention import sinusoidal_encoding
 from vividtalk.audio2mesh.pose_vqvae import PoseVQVAE
-
-
-def sinusoidal_positions(length: int, dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """Transformer sine/cosine position encodings [length, dim] (dim even)."""
-    pos = torch.arange(length, device=device, dtype=torch.float32)[:, None]  # [L, 1]
-    freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(1e4) / dim))
-    angles = pos * freq[None]  # [L, dim / 2]
-    return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(1).to(dtype)  # [L, dim]
 
 
 class PoseMapper(nn.Module):
@@ -135,7 +128,7 @@ class PoseMapper(nn.Module):
             raise ValueError(f"{n} previous codes for {tokens.shape[1]} latent steps")
         codes = torch.cat([self.start_code.expand(len(previous), 1, -1), previous[:, 1:]], dim=1)  # [B, n, C]
         x = tokens[:, :n] + self.code_proj(codes) + self.token_type[2]
-        x = x + sinusoidal_positions(n, x.shape[2], x.device, x.dtype)
+        x = x + sinusoidal_encoding(n, x.shape[2]).to(x)
         style = self.style_proj(z_style) + self.token_type[0]  # [B, d]
         pose = self.pose_proj(pose0) + self.token_type[1]  # [B, d]
         tokens = torch.cat([style[:, None], pose[:, None], x], dim=1)  # [B, 2 + n, d]
@@ -165,10 +158,6 @@ def _pad_to(x: torch.Tensor, multiple: int) -> torch.Tensor:
 def _shift_codes(codes: torch.Tensor) -> torch.Tensor:
     """Code vectors [B, T', C] -> the previous step's [B, T', C] (row 0: zeros, i.e. the start)."""
     return torch.cat([torch.zeros_like(codes[:, :1]), codes[:, :-1]], dim=1)
-
-
-def _normalized(vqvae: PoseVQVAE, latents: torch.Tensor) -> torch.Tensor:
-    return F.normalize(latents, dim=-1) if vqvae.codebook.normalize_codes else latents
 
 
 def map_to_pose(
@@ -210,7 +199,7 @@ def map_to_pose(
     latents = mapper(audio, z_style, pose0, previous)["latents"]  # [B, T', C]
     vq = vqvae.quantize(latents, update=False)
     rec = vqvae.decode_normalized(vq["z_q"])[:, :length]  # [B, T, 6] standardised
-    logits = mapper.code_logits(_normalized(vqvae, latents), codes)  # [B, T', K]
+    logits = mapper.code_logits(vqvae.codebook.project(latents), codes)  # [B, T', K]
     code_loss = F.cross_entropy(logits.flatten(0, 1), target_indices.flatten())
     pose_loss = F.mse_loss(rec, vqvae.normalize(target))
     return {
@@ -251,7 +240,7 @@ def generate_codes(
     chosen = []
     for k in range(tokens.shape[1]):
         latent = mapper.decode(tokens, z_style, pose0, previous)["latents"][:, -1]  # [B, C]
-        logits = mapper.code_logits(_normalized(vqvae, latent), codes)  # [B, K]
+        logits = mapper.code_logits(vqvae.codebook.project(latent), codes)  # [B, K]
         if temperature <= 0:
             index = logits.argmax(-1)
         else:

@@ -96,15 +96,16 @@ class FramePairs(IterableDataset):
         for _ in range(self.pairs_per_clip):
             s, d = (int(k) for k in rng.integers(len(frames), size=2))
             yield {
-                **_frame_fields("source", s, frames, arrays),
-                **_frame_fields("driving", d, frames, arrays),
+                **frame_fields("source", s, frames, arrays),
+                **frame_fields("driving", d, frames, arrays),
                 "clip": i,
                 "source_index": s,
                 "driving_index": d,
             }
 
 
-def _frame_fields(prefix: str, f: int, frames: np.ndarray, arrays: dict) -> dict:
+def frame_fields(prefix: str, f: int, frames: np.ndarray, arrays: dict) -> dict:
+    """The item fields of frame ``f`` under ``prefix`` (``source`` / ``driving``, see FramePairs)."""
     image = torch.from_numpy(np.ascontiguousarray(frames[f])).permute(2, 0, 1).float() / 255.0
     return {
         prefix: image,

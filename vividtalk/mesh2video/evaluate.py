@@ -11,27 +11,20 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from ..data import Clip
+from ..data.stage2 import frame_fields
 from .module import Mesh2VideoModule
 
 
 def clip_pairs(clip: Clip, frames: list[int], source: int = 0) -> dict[str, torch.Tensor]:
     """A batch pairing frame ``source`` of a clip with each of ``frames`` (the stage-2 item layout)."""
     images, arrays = clip.frames(), clip.arrays()
-
-    def field(prefix: str, index: list[int]) -> dict[str, torch.Tensor]:
-        return {
-            prefix: torch.from_numpy(np.ascontiguousarray(images[index])).permute(0, 3, 1, 2).float() / 255.0,
-            f"{prefix}_vertices": torch.from_numpy(arrays["vertices"][index].astype(np.float32)),
-            f"{prefix}_lips": torch.from_numpy(arrays["lip_landmarks"][index].astype(np.float32)),
-            f"{prefix}_mask": torch.from_numpy(arrays["masks"][index].astype(np.int64)),
-        }
-
-    return {**field("source", [source] * len(frames)), **field("driving", list(frames))}
+    items = [{**frame_fields("source", source, images, arrays), **frame_fields("driving", f, images, arrays)}
+             for f in frames]
+    return {k: torch.stack([item[k] for item in items]) for k in items[0]}
 
 
 @torch.no_grad()

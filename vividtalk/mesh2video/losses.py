@@ -32,12 +32,24 @@ class PerceptualLoss(nn.Module):
     def __init__(self, vgg_weights: str | os.PathLike | None = None, scales: tuple[float, ...] = (1.0, 0.5, 0.25),
                  layer_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0)):
         super().__init__()
-        self.vgg = VGG19Features(vgg_weights) if vgg_weights is not None else None
+        # Held outside the module tree: the frozen VGG (80 MB for the real weights) is read from
+        # its file, so it stays out of every checkpoint and optimiser; _apply still moves it.
+        self._vgg = [VGG19Features(vgg_weights)] if vgg_weights is not None else []
         self.scales, self.layer_weights = tuple(scales), tuple(layer_weights)
 
     @property
+    def vgg(self) -> VGG19Features | None:
+        return self._vgg[0] if self._vgg else None
+
+    @property
     def uses_vgg(self) -> bool:
-        return self.vgg is not None
+        return bool(self._vgg)
+
+    def _apply(self, fn, recurse: bool = True):
+        super()._apply(fn, recurse)
+        for vgg in self._vgg:
+            vgg._apply(fn, recurse)
+        return self
 
     def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Images float [B, 3, H, W] in [0, 1] -> scalar loss."""
