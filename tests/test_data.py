@@ -198,6 +198,15 @@ def test_stage2_datamodule(corpus):
     dm = FramePairDataModule(corpus, pairs_per_clip=2, batch_size=3)
     batch = next(iter(dm.train_dataloader()))
     assert batch["source"].shape == (3, 3, S, S) and batch["driving_vertices"].shape == (3, V, 3)
+    # Clips of extra corpora (all their splits) join the training split only.
+    extra = corpus.parent / "extra"
+    for i in range(2):
+        write_clip(extra, f"x{i}", fake_clip(t=30, identity=f"x{i}", seed=10 + i, audio=False))
+    build_manifest(extra, val_fraction=0.5, test_fraction=0.0, seed=0)
+    dm = FramePairDataModule(corpus, extra_train=[str(extra)])
+    assert {p.name for p in dm.train_dataloader().dataset.clips} == {
+        p.name for p in FramePairDataModule(corpus).train_dataloader().dataset.clips} | {"x0", "x1"}
+    assert dm.val_dataloader().dataset.clips == FramePairDataModule(corpus).val_dataloader().dataset.clips
     shutil.rmtree(corpus / "c0")  # a manifest entry whose clip vanished fails clearly
     with pytest.raises(ClipError):
         list(FramePairs([corpus / "c0"], rank=0, world=1))

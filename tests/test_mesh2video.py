@@ -132,7 +132,7 @@ def test_motion_vae_outputs_and_occlusion_range():
 def test_gradients_reach_both_branches_and_the_generator(pair_batch):
     module = small_module()
     # Nudge the zero-initialised flow heads so that gradients flow through them.
-    for conv in (module.motion_vae.flow, module.motion_vae.lip_branch.flow):
+    for conv in (module.motion_vae.out, module.motion_vae.lip_branch.flow):
         torch.nn.init.normal_(conv.weight, std=1e-2)
     out = module(pair_batch)
     losses = module.generator_losses(out, pair_batch["driving"], adversarial=True)
@@ -254,3 +254,19 @@ def test_self_reenactment_scores_the_clip_against_the_source_baseline(tiny_synth
                                                            rel=1e-5)
     # Untrained, the model returns (nearly) the source frame: it scores (nearly) the baseline.
     assert abs(result["psnr"] - result["psnr_source_baseline"]) < 1.5
+
+
+def test_a_prepared_source_drives_a_batch_like_pairs_do(pair_batch):
+    """A video prepares its source once (animate) and gets what per-pair forward() gives."""
+    module = small_module().eval()
+    torch.nn.init.normal_(module.motion_vae.out.weight, std=1e-2)  # non-trivial flow
+    one = {k: v[:1] for k, v in pair_batch.items() if k.startswith("source")}
+    pairs = {**{k: v.expand(2, *v.shape[1:]) for k, v in one.items()},
+             "driving_vertices": pair_batch["driving_vertices"], "driving_lips": pair_batch["driving_lips"]}
+    with torch.no_grad():
+        reference = module(pairs, sample=False)
+        prepared = module.prepare_source(one["source"], one["source_mask"], one["source_vertices"], one["source_lips"])
+        shared = module.animate(prepared, pair_batch["driving_vertices"], pair_batch["driving_lips"], sample=False)
+    assert reference["flow"].abs().max() > 1e-3
+    for key in ("pt_driving", "lip_heatmaps", "flow", "occlusion", "image"):
+        torch.testing.assert_close(shared[key], reference[key], atol=1e-5, rtol=1e-5)

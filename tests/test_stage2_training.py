@@ -62,3 +62,4 @@ def test_bench_mesh2video_reports_stages_and_flops(capsys):
     parts = sum(report[f"ms_per_frame_{k}"] for k in ("conditioning", "motion_vae", "generator"))
     assert 0 < parts <= report["ms_per_frame"] * 1.5
     assert 0.5 < report["gflops_per_frame"] < 10 and report["parameters"] > 1e5
+    assert 0 < report["gflops_prepare_source"] < report["gflops_per_frame"] and report["ms_prepare_source"] > 0

@@ -18,7 +18,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from .clip import Clip
-from .manifest import split_clips
+from .manifest import SPLITS, split_clips
 
 
 def shard_of(num_items: int, rank: int, world: int, worker: int, workers: int) -> list[int]:
@@ -121,6 +121,8 @@ class FramePairDataModule(pl.LightningDataModule):
     Args:
         root: corpus directory; pairs_per_clip: pairs per clip and epoch;
         batch_size, num_workers: DataLoader settings; seed: pair sampling seed.
+        extra_train: further corpora whose clips (all their splits) join the training split,
+            e.g. a few prepared real videos beside a synthetic corpus.
     """
 
     def __init__(
@@ -130,13 +132,18 @@ class FramePairDataModule(pl.LightningDataModule):
         batch_size: int = 8,
         num_workers: int = 0,
         seed: int = 0,
+        extra_train: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.root, self.pairs_per_clip, self.seed = Path(root), pairs_per_clip, seed
         self.batch_size, self.num_workers = batch_size, num_workers
+        self.extra_train = [Path(p) for p in extra_train or []]
 
     def _loader(self, split: str, shuffle_buffer: int) -> DataLoader:
-        dataset = FramePairs(split_clips(self.root, split), self.pairs_per_clip, self.seed, shuffle_buffer)
+        clips = split_clips(self.root, split)
+        if split == "train":
+            clips += [c for extra in self.extra_train for s in SPLITS for c in split_clips(extra, s)]
+        dataset = FramePairs(clips, self.pairs_per_clip, self.seed, shuffle_buffer)
         return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:

@@ -24,10 +24,25 @@ class ConvBlock(nn.Sequential):
 
 
 class DownBlock(nn.Sequential):
-    """ConvBlock then 2x average pooling: [B, C_in, H, W] -> [B, C_out, H / 2, W / 2]."""
+    """2x average pooling then ConvBlock: [B, C_in, H, W] -> [B, C_out, H / 2, W / 2].
+
+    Pooling first runs the convolution at the lower resolution (4x fewer operations than
+    first-order-model's conv-then-pool) for nearly the same receptive field.
+    """
 
     def __init__(self, in_channels: int, out_channels: int):
-        super().__init__(ConvBlock(in_channels, out_channels), nn.AvgPool2d(2))
+        super().__init__(nn.AvgPool2d(2), ConvBlock(in_channels, out_channels))
+
+
+class PatchBlock(nn.Sequential):
+    """Non-overlapping ``r`` x ``r`` patches -> features: a stride-``r`` conv, GroupNorm, SiLU.
+
+    [B, C_in, H, W] -> [B, C_out, H / r, W / r]; the same as pixel-unshuffling followed by a
+    1x1 convolution, the cheap way into a low-resolution trunk.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, r: int):
+        super().__init__(nn.Conv2d(in_channels, out_channels, r, stride=r), _norm(out_channels), nn.SiLU())
 
 
 class UpBlock(nn.Module):

@@ -28,7 +28,7 @@ class WarpingGenerator(nn.Module):
 
     For speed the heavy convolutions run at the motion resolution: the reference enters by
     pixel-unshuffling (``(H / m)^2`` pixels become channels) and the frame leaves through
-    2x pixel-shuffles, each followed by a light convolution whose channels halve.
+    2x pixel-shuffles of light convolutions whose channels halve, the last one painting RGB.
 
     Args:
         image_size: H = W of the frames.
@@ -50,23 +50,33 @@ class WarpingGenerator(nn.Module):
             nn.PixelUnshuffle(r), ConvBlock(3 * r * r, channels), *(ResBlock(channels) for _ in range(num_res_blocks))
         )  # [B, C, m, m]
         up: list[nn.Module] = [ResBlock(channels) for _ in range(num_res_blocks)]
-        c_in = channels
-        for k in range(r.bit_length() - 1):  # each doubles the resolution
+        c_in, levels = channels, r.bit_length() - 1
+        for k in range(levels - 1):  # each doubles the resolution
             c_out = max(4, refine_channels >> k)
             up += [ConvBlock(c_in, 4 * c_out), nn.PixelShuffle(2)]
             c_in = c_out
-        self.decoder = nn.Sequential(*up)  # [B, c_in, H, W]
-        self.out = nn.Conv2d(c_in, 3, 3, padding=1)
+        self.decoder = nn.Sequential(*up)  # [B, c_in, 2 H / r, 2 W / r]
+        # The last doubling paints the RGB sub-pixels directly: a convolution at full
+        # resolution with 3 output channels is among the slowest layers on a CPU.
+        self.out = (nn.Sequential(nn.Conv2d(c_in, 12, 3, padding=1), nn.PixelShuffle(2)) if levels
+                    else nn.Conv2d(c_in, 3, 3, padding=1))  # [B, 3, H, W]
 
-    def forward(self, reference: torch.Tensor, flow: torch.Tensor, occlusion: torch.Tensor) -> dict[str, torch.Tensor]:
+    def encode(self, reference: torch.Tensor) -> torch.Tensor:
+        """The reference's features [B, C, m, m]; constant over a video, so computed once per source."""
+        return self.encoder(reference)
+
+    def forward(self, reference: torch.Tensor, flow: torch.Tensor, occlusion: torch.Tensor,
+                features: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Args:
             reference: float [B, 3, H, W] in [0, 1], the source frame.
             flow: [B, 2, m, m] normalised offsets; occlusion: [B, 1, m, m] in [0, 1].
+            features: :meth:`encode` of the reference, when already at hand (None: encoded here).
         Returns:
             dict with ``image`` [B, 3, H, W] in [0, 1], ``warped`` [B, 3, H, W] (the reference
             warped by the flow) and ``painted`` [B, 3, H, W] (the decoded features).
         """
-        features = warp(self.encoder(reference), flow) * occlusion  # [B, C, m, m]
+        features = self.encode(reference) if features is None else features  # [B, C, m, m]
+        features = warp(features, flow) * occlusion
         painted = torch.sigmoid(self.out(self.decoder(features)))  # [B, 3, H, W]
         warped = warp(reference, flow)  # [B, 3, H, W]
         visible = F.interpolate(occlusion, size=reference.shape[-2:], mode="bilinear", align_corners=False)

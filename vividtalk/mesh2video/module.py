@@ -25,7 +25,7 @@ from pytorch_lightning.cli import OptimizerCallable
 from ..eval.image import psnr, ssim
 from ..face.model import FaceModel
 from ..render import get_rasterizer
-from .conditioning import FACE_LABEL, lip_heatmap_difference, outer_texture, projected_texture
+from .conditioning import FACE_LABEL, gaussian_heatmaps, outer_texture, projected_texture
 from .discriminator import MultiScaleDiscriminator
 from .generator import WarpingGenerator
 from .losses import PerceptualLoss, discriminator_loss, feature_matching_loss, generator_adversarial_loss, kl_loss
@@ -86,21 +86,42 @@ class Mesh2VideoModule(pl.LightningModule):
         self.face = FaceModel.load(face_model) if face_model else FaceModel.default()
 
     # ------------------------------------------------------------------ forward
-    def condition(self, batch: dict) -> dict[str, torch.Tensor]:
-        """The inputs of the motion VAE from a batch of frame pairs.
+    def prepare_source(self, source: torch.Tensor, source_mask: torch.Tensor, source_vertices: torch.Tensor,
+                       source_lips: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What stage 2 needs of the source frame, computed once per video.
 
+        Args:
+            source: float [B, 3, H, W] in [0, 1]; source_mask: int [B, H, W] labels;
+            source_vertices: [B, V, 3] crop-space mesh; source_lips: [B, N, 2] lip landmarks (pixels).
+        Returns:
+            dict with ``source``, ``outer`` (``PT_out`` [B, 3, H, W]), ``pt_source`` [B, 3, H, W],
+            ``source_heatmaps`` [B, N, m, m] and ``features`` (the generator's encoding [B, C, m, m]).
+        """
+        rasterizer = self.rasterizer(source.device)
+        outer = outer_texture(source, source_mask)
+        pt_source, _ = projected_texture(rasterizer, self.face, source_vertices, outer)
+        heat = gaussian_heatmaps(source_lips, self.motion_vae.motion_size, source.shape[-1], self.heatmap_sigma)
+        return {"source": source, "outer": outer, "pt_source": pt_source, "source_heatmaps": heat,
+                "features": self.generator.encode(source)}
+
+    def condition(self, prepared: dict, driving_vertices: torch.Tensor,
+                  driving_lips: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The motion VAE's inputs for driving meshes [B, V, 3] and lips [B, N, 2] (pixels).
+
+        Args:
+            prepared: :meth:`prepare_source` of the source (its batch size B, or 1 to share one
+                source between all driving frames).
         Returns:
             dict with ``pt_source`` / ``pt_driving`` [B, 3, H, W], ``driving_face`` [B, 1, H, W]
             (the rendered face mask of the driving mesh) and ``lip_heatmaps`` [B, N, m, m].
         """
-        source = batch["source"]
-        rasterizer = self.rasterizer(source.device)
-        outer = outer_texture(source, batch["source_mask"])
-        pt_source, _ = projected_texture(rasterizer, self.face, batch["source_vertices"], outer)
-        pt_driving, face = projected_texture(rasterizer, self.face, batch["driving_vertices"], outer)
-        heat = lip_heatmap_difference(batch["source_lips"], batch["driving_lips"], self.motion_vae.motion_size,
-                                      source.shape[-1], self.heatmap_sigma)
-        return {"pt_source": pt_source, "pt_driving": pt_driving, "driving_face": face, "lip_heatmaps": heat}
+        b = len(driving_vertices)
+        outer = prepared["outer"].expand(b, -1, -1, -1)
+        pt_driving, face = projected_texture(self.rasterizer(outer.device), self.face, driving_vertices, outer)
+        size = self.motion_vae.motion_size
+        heat = gaussian_heatmaps(driving_lips, size, outer.shape[-1], self.heatmap_sigma) - prepared["source_heatmaps"]
+        return {"pt_source": prepared["pt_source"].expand(b, -1, -1, -1), "pt_driving": pt_driving,
+                "driving_face": face, "lip_heatmaps": heat}
 
     def rasterizer(self, device: torch.device):
         """The rasterizer backend for ``device``, chosen once per device (``get_rasterizer``)."""
@@ -109,15 +130,25 @@ class Mesh2VideoModule(pl.LightningModule):
         return self._rasterizers[device]
 
     def forward(self, batch: dict, lip_scale: float = 1.0, sample: bool | None = None) -> dict[str, torch.Tensor]:
-        """Source frame + driving mesh -> the driven frame.
+        """Source frame + driving mesh -> the driven frame (a batch of stage-2 pairs).
 
         Returns:
             dict: :meth:`condition`'s fields, the motion VAE's (``flow``, ``occlusion``,
             ``mu``, ``logvar``, ``lip_flow``) and the generator's (``image`` [B, 3, H, W], ``warped``).
         """
-        cond = self.condition(batch)
+        prepared = self.prepare_source(batch["source"], batch["source_mask"], batch["source_vertices"],
+                                       batch["source_lips"])
+        return self.animate(prepared, batch["driving_vertices"], batch["driving_lips"], lip_scale, sample)
+
+    def animate(self, prepared: dict, driving_vertices: torch.Tensor, driving_lips: torch.Tensor,
+                lip_scale: float = 1.0, sample: bool | None = None) -> dict[str, torch.Tensor]:
+        """Driven frames for a prepared source (:meth:`prepare_source`) and driving meshes [B, V, 3],
+        lips [B, N, 2]; the per-frame part of :meth:`forward`, same outputs."""
+        cond = self.condition(prepared, driving_vertices, driving_lips)
         motion = self.motion_vae(cond["pt_source"], cond["pt_driving"], cond["lip_heatmaps"], lip_scale, sample)
-        out = self.generator(batch["source"], motion["flow"], motion["occlusion"])
+        b = len(driving_vertices)
+        out = self.generator(prepared["source"].expand(b, -1, -1, -1), motion["flow"], motion["occlusion"],
+                             prepared["features"].expand(b, -1, -1, -1))
         return {**cond, **motion, **out}
 
     # ------------------------------------------------------------------ training

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import ConvBlock, DownBlock, ResBlock, UpBlock
+from .blocks import ConvBlock, DownBlock, PatchBlock, ResBlock, UpBlock
 from .hourglass import Hourglass
 
 
@@ -28,7 +28,8 @@ class DualBranchMotionVAE(nn.Module):
             (``image_size / motion_size`` a power of two).
         latent_size: side of the latent map (``motion_size / latent_size`` a power of two).
         channels: channels of the face encoder at the motion resolution (doubled per level
-            below it, capped by max_channels); the textures enter by pixel-unshuffling.
+            below it, capped by max_channels); the textures enter as non-overlapping patches
+            (:class:`~vividtalk.mesh2video.blocks.PatchBlock`).
         latent_channels: channels of the latent.
         max_channels: cap on any level's channels.
         lip_channels: channels of the hourglass' lip features.
@@ -42,9 +43,7 @@ class DualBranchMotionVAE(nn.Module):
         r, to_latent = 2 ** _levels(image_size, motion_size), _levels(motion_size, latent_size)
         self.motion_size, self.latent_channels = motion_size, latent_channels
         width = [min(max_channels, channels * 2**j) for j in range(to_latent + 1)]  # per level below motion size
-        self.face_encoder = nn.Sequential(
-            nn.PixelUnshuffle(r), ConvBlock(6 * r * r, channels), ResBlock(channels)
-        )  # [B, C, m, m]
+        self.face_encoder = nn.Sequential(PatchBlock(6, channels, r), ResBlock(channels))  # [B, C, m, m]
         self.lip_branch = Hourglass(num_lips, block_channels=hourglass_channels, num_blocks=hourglass_blocks,
                                     max_channels=max_channels, out_channels=lip_channels)
         self.fuse = nn.Sequential(
@@ -57,12 +56,11 @@ class DualBranchMotionVAE(nn.Module):
             ConvBlock(latent_channels, width[-1]), ResBlock(width[-1]),
             *(UpBlock(width[j + 1], width[j]) for j in reversed(range(to_latent))),
         )  # [B, C, m, m]
-        self.head = nn.Sequential(ConvBlock(width[0] + lip_channels, channels), ResBlock(channels))
-        self.flow = nn.Conv2d(channels, 2, 7, padding=3)
-        self.occlusion = nn.Conv2d(channels, 1, 7, padding=3)
-        nn.init.zeros_(self.flow.weight)  # start from the identity warp ...
-        nn.init.zeros_(self.flow.bias)
-        nn.init.constant_(self.occlusion.bias, 3.0)  # ... with the reference visible: the source frame
+        self.head = ConvBlock(width[0] + lip_channels, channels)
+        self.out = nn.Conv2d(channels, 3, 3, padding=1)  # flow (x, y) and occlusion logit
+        with torch.no_grad():  # start from the identity warp with the reference visible: the source frame
+            self.out.weight[:2].zero_()
+            self.out.bias.copy_(torch.tensor([0.0, 0.0, 3.0]))
 
     def forward(self, pt_source: torch.Tensor, pt_driving: torch.Tensor, lip_heatmaps: torch.Tensor,
                 lip_scale: float = 1.0, sample: bool | None = None) -> dict[str, torch.Tensor]:
@@ -88,8 +86,9 @@ class DualBranchMotionVAE(nn.Module):
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if sample else mu  # [B, Z, l, l]
         x = self.head(torch.cat([self.decoder(z), lip_features], dim=1))  # [B, C, m, m]
         lip_flow = lips["flow"] * lip_scale  # [B, 2, m, m]
-        return {"flow": self.flow(x) + lip_flow, "occlusion": torch.sigmoid(self.occlusion(x)), "mu": mu,
-                "logvar": logvar, "lip_flow": lip_flow}
+        flow, occlusion = self.out(x).split([2, 1], dim=1)  # [B, 2, m, m], [B, 1, m, m]
+        return {"flow": flow + lip_flow, "occlusion": torch.sigmoid(occlusion), "mu": mu, "logvar": logvar,
+                "lip_flow": lip_flow}
 
 
 def _levels(size: int, smaller: int) -> int:
