@@ -243,7 +243,9 @@ def test_self_reenactment_scores_the_clip_against_the_source_baseline(tiny_synth
         WarpingGenerator(channels=8, refine_channels=4), MultiScaleDiscriminator(in_channels=6, channels=4),
         rasterizer="torch", image_every=0)
     path = list_clips(tiny_synth_corpus)[0]
-    result = self_reenactment(module, [path], stride=20, progress=False)
+    from vividtalk.eval.identity import DlibIdentity
+
+    result = self_reenactment(module, [path], stride=20, progress=False, identity=DlibIdentity())
     clip = Clip(path)
     frames = list(range(20, len(clip), 20))
     assert result["frames"] == len(frames)
@@ -252,8 +254,12 @@ def test_self_reenactment_scores_the_clip_against_the_source_baseline(tiny_synth
     face = (batch["driving_mask"] == 2)[:, None].float()
     assert result["psnr_source_baseline"] == pytest.approx(float(psnr(batch["source"], batch["driving"], face).mean()),
                                                            rel=1e-5)
-    # Untrained, the model returns (nearly) the source frame: it scores (nearly) the baseline.
+    # Untrained, the model returns (nearly) the source frame: it scores (nearly) the baseline,
+    # identity included (the synthetic clips are one person: well below dlib's 0.6).
     assert abs(result["psnr"] - result["psnr_source_baseline"]) < 1.5
+    assert result["frames_without_face"] == 0
+    assert result["identity_distance"] < 0.6
+    assert result["identity_distance"] == pytest.approx(result["identity_distance_source_baseline"], abs=0.1)
 
 
 def test_a_prepared_source_drives_a_batch_like_pairs_do(pair_batch):

@@ -1,4 +1,4 @@
-"""Evaluation metrics of talking-head generation (mesh metrics so far)."""
+"""Evaluation metrics of talking-head generation: mesh, image and identity metrics."""
 
 from .mesh import face_dynamics_deviation, lip_vertex_error, upper_face_vertices
 

@@ -4,7 +4,8 @@ clip's own meshes, and the output is scored against the real frames.
 This is the protocol of the "it learns" check (source = first frame, driving = every frame's
 mesh and lip landmarks): PSNR and SSIM over the driving frame's face region, for the output and
 for the baseline that returns the source frame, and the mouth-region PSNR with the lip branch
-zeroed (the ablation that shows what the lip branch adds).
+zeroed (the ablation that shows what the lip branch adds); optionally the dlib identity
+distance between output and real frame (:class:`~vividtalk.eval.identity.DlibIdentity`).
 """
 
 from __future__ import annotations
@@ -29,13 +30,18 @@ def clip_pairs(clip: Clip, frames: list[int], source: int = 0) -> dict[str, torc
 
 @torch.no_grad()
 def self_reenactment(module: Mesh2VideoModule, clips: list[str | os.PathLike], stride: int = 1,
-                     batch_size: int = 8, progress: bool = True) -> dict[str, float]:
+                     batch_size: int = 8, progress: bool = True, identity=None) -> dict[str, float]:
     """Mean metrics over every ``stride``-th frame (after the first) of ``clips``.
 
+    Args:
+        identity: a :class:`~vividtalk.eval.identity.DlibIdentity` to also score the identity
+            distance between output and real frame (None: not scored).
     Returns:
         dict: ``psnr``, ``ssim`` (output, face region), ``psnr_source_baseline``,
         ``ssim_source_baseline``, ``psnr_mouth``, ``psnr_mouth_without_lip_branch`` and
-        ``frames`` (how many were scored).
+        ``frames`` (how many were scored); with ``identity`` also ``identity_distance`` (mean
+        over the frames where dlib found both faces), ``identity_distance_source_baseline``
+        and ``frames_without_face``.
     """
     module.eval()
     sums: dict[str, float] = {}
@@ -46,9 +52,37 @@ def self_reenactment(module: Mesh2VideoModule, clips: list[str | os.PathLike], s
         for start in range(0, len(frames), batch_size):
             batch = clip_pairs(clip, frames[start : start + batch_size])
             batch = {k: v.to(module.device) for k, v in batch.items()}
-            metrics = module.face_metrics(batch)
+            out = module(batch, sample=False)
+            metrics = module.face_metrics(batch, out=out)
+            if identity is not None:
+                metrics.update(_identity_sums(identity, out["image"], batch))
             metrics["psnr_mouth_without_lip_branch"] = module.face_metrics(batch, lip_scale=0.0)["psnr_mouth"]
             for key, value in metrics.items():
                 sums[key] = sums.get(key, 0.0) + float(value.sum())
             count += len(batch["source"])
-    return {**{k: v / max(count, 1) for k, v in sums.items()}, "frames": count}
+    per_frame = {k: v for k, v in sums.items() if not k.startswith(("identity", "_"))}
+    result = {k: v / max(count, 1) for k, v in per_frame.items()}
+    if identity is not None:  # means over the frames where the faces were found
+        scored = sums["_scored"]
+        for key in ("identity_distance", "identity_distance_source_baseline"):
+            result[key] = sums[key] / scored if scored else float("nan")
+        result["frames_without_face"] = int(count - scored)
+    return {**result, "frames": count}
+
+
+def _identity_sums(identity, images: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
+    """Summed dlib distances (output vs real, source vs real) over the pairs where all three
+    faces were found, and how many those were (``_scored``)."""
+    def uint8(x: torch.Tensor):
+        return (x.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+    out, real, source = uint8(images), uint8(batch["driving"]), uint8(batch["source"])
+    sums = {"identity_distance": 0.0, "identity_distance_source_baseline": 0.0, "_scored": 0.0}
+    for o, r, s in zip(out, real, source):
+        e_out, e_real, e_src = identity.embed(o), identity.embed(r), identity.embed(s)
+        if e_out is None or e_real is None or e_src is None:
+            continue
+        sums["identity_distance"] += float(((e_out - e_real) ** 2).sum() ** 0.5)
+        sums["identity_distance_source_baseline"] += float(((e_src - e_real) ** 2).sum() ** 0.5)
+        sums["_scored"] += 1.0
+    return {k: torch.tensor(v) for k, v in sums.items()}

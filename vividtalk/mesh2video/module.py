@@ -195,10 +195,11 @@ class Mesh2VideoModule(pl.LightningModule):
         return [self.optimizer_g(g_params), self.optimizer_d(self.discriminator.parameters())]
 
     # ------------------------------------------------------------------ evaluation
-    def face_metrics(self, batch: dict, lip_scale: float = 1.0) -> dict[str, torch.Tensor]:
+    def face_metrics(self, batch: dict, lip_scale: float = 1.0, out: dict | None = None) -> dict[str, torch.Tensor]:
         """Per-pair PSNR / SSIM [B] over the driving frame's face region, of the output and of
-        the source-frame baseline; also over the mouth region (around the driving lips)."""
-        out = self(batch, lip_scale=lip_scale, sample=False)
+        the source-frame baseline; also over the mouth region (around the driving lips).
+        ``out``: this module's output for the batch, when already computed."""
+        out = self(batch, lip_scale=lip_scale, sample=False) if out is None else out
         target = batch["driving"]
         face = (batch["driving_mask"] == FACE_LABEL)[:, None].float()  # [B, 1, H, W]
         mouth = _box_mask(batch["driving_lips"], target.shape[-1], margin=8)
