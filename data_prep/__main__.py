@@ -4,6 +4,7 @@ Commands:
   face-model   rebuild the default face model asset (mean shape, blendshapes, topology)
   videos       real videos -> training clips (tracking, crops, face-model fits, masks, audio)
   synth        a synthetic talking-head corpus with exact ground truth (eSpeak NG speech)
+  demo-audio   the demo speech wav packaged with the demo weights (eSpeak NG)
 """
 
 from __future__ import annotations
@@ -41,6 +42,29 @@ def _add_synth(sub) -> None:
     synth.set_defaults(func=run_cli)
 
 
+DEMO_TEXT = "Hello! This talking head was made from one photo and this short sentence."
+
+
+def _demo_audio(args: argparse.Namespace) -> int:
+    """Speak ``args.text`` with eSpeak NG (0.3 s of silence around it), as 16-bit 16 kHz wav."""
+    import os
+
+    import numpy as np
+    from scipy.io import wavfile
+
+    from vividtalk.pipeline import demo_weights_dir
+
+    from .synth.speech import pad_silence, synthesize
+
+    utterance = pad_silence(synthesize(args.text, voice=args.voice), 0.3, 0.3)
+    out = args.output or str(demo_weights_dir() / "speech.wav")
+    tmp = out + ".tmp.wav"
+    wavfile.write(tmp, 16000, (np.clip(utterance.audio, -1, 1) * 32767).round().astype(np.int16))
+    os.replace(tmp, out)
+    print(f"wrote {out}: {utterance.duration:.2f} s, voice {args.voice}: {args.text!r}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vividtalk-prep", description="vividtalk data preparation")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -49,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     face.set_defaults(func=_face_model)
     _add_videos(sub)
     _add_synth(sub)
+    demo = sub.add_parser("demo-audio", help="write the demo speech wav (eSpeak NG)")
+    demo.add_argument("--output", help="output .wav (default: the packaged demo speech)")
+    demo.add_argument("--text", default=DEMO_TEXT, help="what to say")
+    demo.add_argument("--voice", default="en-us", help="eSpeak NG voice (default: en-us)")
+    demo.set_defaults(func=_demo_audio)
     return parser
 
 

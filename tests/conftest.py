@@ -77,3 +77,47 @@ def tiny_synth_corpus(tmp_path_factory):
     cfg = SynthConfig(clips=4, seed=1, clips_per_identity=1, min_seconds=2.0, max_seconds=3.0)
     generate_corpus(root, cfg)
     return root
+
+
+TINY_STAGES = {
+    "audio2mesh": {"class_path": "vividtalk.audio2mesh.module.Audio2MeshModule", "init_args": {
+        "network": {"class_path": "vividtalk.audio2mesh.transformer.MultiBranchTransformer", "init_args": {
+            "audio_dim": 16, "style_dim": 8, "d_model": 16, "num_layers": 1, "num_heads": 2, "ffn_dim": 32,
+            "max_frames": 64, "dropout": 0.0}},
+        "style_encoder": {"class_path": "vividtalk.audio2mesh.style_encoder.StyleEncoder",
+                          "init_args": {"style_dim": 8, "hidden_dim": 16}},
+        "audio_encoder": {"class_path": "vividtalk.audio.LogMelEncoder", "init_args": {"out_dim": 16, "hidden_dim": 16}}}},
+    "pose_mapper": {"class_path": "vividtalk.audio2mesh.pose_modules.PoseMapperModule", "init_args": {
+        "mapper": {"class_path": "vividtalk.audio2mesh.pose_mapper.PoseMapper", "init_args": {
+            "audio_dim": 16, "style_dim": 8, "code_dim": 8, "downsample": 4, "d_model": 16, "num_layers": 1,
+            "num_heads": 2, "dropout": 0.0}},
+        "style_encoder": {"class_path": "vividtalk.audio2mesh.style_encoder.StyleEncoder",
+                          "init_args": {"style_dim": 8, "hidden_dim": 16}},
+        "vqvae": {"class_path": "vividtalk.audio2mesh.pose_vqvae.PoseVQVAE", "init_args": {
+            "hidden_dim": 16, "code_dim": 8, "codebook_size": 16, "downsample": 4, "num_layers": 1}},
+        "audio_encoder": {"class_path": "vividtalk.audio.LogMelEncoder", "init_args": {"out_dim": 16, "hidden_dim": 16}}}},
+    "mesh2video": {"class_path": "vividtalk.mesh2video.module.Mesh2VideoModule", "init_args": {
+        "motion_vae": {"class_path": "vividtalk.mesh2video.motion_vae.DualBranchMotionVAE", "init_args": {
+            "channels": 8, "latent_channels": 4, "max_channels": 8, "lip_channels": 4, "hourglass_channels": 4}},
+        "generator": {"class_path": "vividtalk.mesh2video.generator.WarpingGenerator",
+                      "init_args": {"channels": 8, "refine_channels": 4}},
+        "rasterizer": "torch"}},
+}
+"""Randomly initialised stages of the real classes, small enough for tests."""
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline_dir(tmp_path_factory):
+    """A saved pipeline (config.json + model.safetensors) of the TINY_STAGES, seeded; the
+    flow heads nudged so that the frames move."""
+    import torch
+
+    from vividtalk.pipeline import VividTalkPipeline
+    from vividtalk.pretrained import build_stage
+
+    torch.manual_seed(0)
+    modules = {name: build_stage(spec) for name, spec in TINY_STAGES.items()}
+    torch.nn.init.normal_(modules["mesh2video"].motion_vae.out.weight, std=1e-2)
+    path = tmp_path_factory.mktemp("tiny_pipeline")
+    VividTalkPipeline(**modules, config=TINY_STAGES).save_pretrained(path)
+    return path

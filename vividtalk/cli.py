@@ -1,6 +1,7 @@
 """The ``vividtalk`` console script.
 
-Commands available now:
+Commands:
+  generate        audio + one face image -> a talking-head mp4 (``vividtalk generate --help``)
   fit / validate / test / predict   train and evaluate a stage with the Lightning CLI
                   (``vividtalk fit --config stages/audio2mesh.yaml --data.root CORPUS``)
   bench NAME      benchmarks (``render``, ``audio2mesh``, ``mesh2video``); ``--json`` prints one machine-readable object
@@ -24,6 +25,42 @@ def _bench(args: argparse.Namespace) -> int:
             kwargs[key] = getattr(args, key)
     print(run_benchmark(args.name, as_json=args.json, **kwargs))
     return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import time
+
+    from .pipeline import generate
+
+    options = dict(pose="video" if args.pose_video else args.pose, reference_video=args.pose_video,
+                   expression_scale=args.expression_scale, blink=not args.no_blink, seed=args.seed,
+                   output_size=args.size, batch_size=args.batch_size, temperature=args.temperature)
+    start = time.perf_counter()
+    path = generate(args.audio, args.image, output=args.output, weights=args.weights, device=args.device,
+                    progress=not args.quiet, **options)
+    print(f"wrote {path} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _add_generate(sub) -> None:
+    gen = sub.add_parser("generate", help="audio + one face image -> a talking-head video (mp4 with the audio)")
+    gen.add_argument("--audio", help="speech: any audio or video file (default: the packaged demo sentence)")
+    gen.add_argument("--image", help="a photo with a face (default: scikit-image's astronaut portrait)")
+    gen.add_argument("--output", required=True, help="output .mp4 (its directory must exist)")
+    gen.add_argument("--weights", help="a saved pipeline directory (default: the packaged demo weights)")
+    gen.add_argument("--pose", choices=["audio", "still"], default="audio",
+                     help="head motion generated from the audio (default) or a still head")
+    gen.add_argument("--pose-video", help="copy the head motion of this video instead")
+    gen.add_argument("--expression-scale", type=float, default=1.0, help="scale of the expressions (default 1)")
+    gen.add_argument("--no-blink", action="store_true", help="no blinking")
+    gen.add_argument("--seed", type=int, default=0, help="seed of head motion and blinks (default 0)")
+    gen.add_argument("--temperature", type=float, help="head-pose sampling temperature (default: trained)")
+    gen.add_argument("--size", choices=["crop", "full"], default="crop",
+                     help="256x256 face crop (default) or the crop pasted back into the full image")
+    gen.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    gen.add_argument("--batch-size", type=int, default=8, help="frames rendered at a time (default 8)")
+    gen.add_argument("--quiet", action="store_true", help="no progress bars")
+    gen.set_defaults(func=_generate)
 
 
 def _fit_face(args: argparse.Namespace) -> int:
@@ -60,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Data preparation: see `vividtalk-prep --help`.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_generate(sub)
     for name in LIGHTNING_COMMANDS:  # parsed by the Lightning CLI (see `vividtalk fit --help`)
         sub.add_parser(name, help=f"{name} a stage with the Lightning CLI (--config stages/<stage>.yaml)", add_help=False)
     bench = sub.add_parser("bench", help="run a benchmark (render, audio2mesh, mesh2video)")

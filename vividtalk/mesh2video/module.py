@@ -41,7 +41,8 @@ class Mesh2VideoModule(pl.LightningModule):
     """Trains the dual-branch motion VAE and the warping generator against a discriminator.
 
     Args:
-        motion_vae, generator, discriminator: the networks (``class_path`` in the recipe).
+        motion_vae, generator, discriminator: the networks (``class_path`` in the recipe); the
+            discriminator may be None for inference only (a saved pipeline keeps none).
         optimizer_g, optimizer_d: callables params -> optimiser for the generator side and
             for the discriminator.
         vgg_weights: torchvision-layout VGG-19 weights for the perceptual loss; None: the
@@ -58,7 +59,7 @@ class Mesh2VideoModule(pl.LightningModule):
         self,
         motion_vae: DualBranchMotionVAE,
         generator: WarpingGenerator,
-        discriminator: MultiScaleDiscriminator,
+        discriminator: MultiScaleDiscriminator | None = None,
         optimizer_g: OptimizerCallable = adam_1e5,
         optimizer_d: OptimizerCallable = adam_1e5,
         vgg_weights: str | None = None,
@@ -191,6 +192,8 @@ class Mesh2VideoModule(pl.LightningModule):
             self._write_grid(batch, out)
 
     def configure_optimizers(self):
+        if self.discriminator is None:
+            raise ValueError("training stage 2 needs a discriminator (model.init_args.discriminator)")
         g_params = list(self.motion_vae.parameters()) + list(self.generator.parameters())
         return [self.optimizer_g(g_params), self.optimizer_d(self.discriminator.parameters())]
 

@@ -1,0 +1,274 @@
+"""``VividTalkPipeline``: audio + one face image -> a talking-head video; ``generate()``.
+
+The pipeline holds the three trained stages as their LightningModules (which own the
+networks, the face model and the inference settings): stage 1 (audio -> blendshapes and lip
+offsets, :class:`~vividtalk.audio2mesh.module.Audio2MeshModule`), the head-pose mapper with
+its frozen codebook (:class:`~vividtalk.audio2mesh.pose_modules.PoseMapperModule`) and
+stage 2 (meshes -> frames, :class:`~vividtalk.mesh2video.module.Mesh2VideoModule`).
+
+    pipe = VividTalkPipeline.from_pretrained()          # the packaged demo weights
+    out = pipe("speech.wav", "face.jpg")                # VividTalkOutput
+    out.save("talk.mp4")
+    vividtalk.generate("speech.wav", "face.jpg", output="talk.mp4")   # the same, streamed
+
+A saved pipeline is a directory with ``config.json`` (each stage's ``class_path`` /
+``init_args`` as in the stage recipes, the face model id) and ``model.safetensors``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .audio.align import SAMPLE_RATE, frames_to_samples, num_frames
+from .audio.io import AudioError, load_audio
+from .face.crop import paste_back
+from .source_face import SourceFace, prepare_source, reference_poses
+from . import motion
+
+STAGES = ("audio2mesh", "pose_mapper", "mesh2video")
+CONFIG, WEIGHTS = "config.json", "model.safetensors"
+FPS = 25
+MIN_AUDIO_SECONDS = 0.2
+POSE_MODES = ("audio", "still", "video")
+
+
+def demo_weights_dir() -> Path:
+    """The packaged demo weights (trained by the project's CPU recipes on its synthetic corpus)."""
+    return Path(__file__).resolve().parent / "pretrained" / "demo"
+
+
+@dataclass
+class VividTalkOutput:
+    """A generated talking head.
+
+    Attributes:
+        frames: uint8 [T, H, W, 3]; fps: frames per second (25).
+        audio: float32 [N] 16 kHz mono (the input audio).
+        vertices: float32 [T, V, 3] the driving meshes in crop pixels.
+        poses: float32 [T, 7] head poses (pitch, yaw, roll, tx, ty, tz, scale).
+        beta: float32 [T, K] blendshape coefficients.
+    """
+
+    frames: np.ndarray
+    fps: int
+    audio: np.ndarray
+    vertices: np.ndarray
+    poses: np.ndarray
+    beta: np.ndarray
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write an H.264 mp4 with the audio muxed in (AAC); never a partial file."""
+        from .data.video import write_video
+
+        write_video(path, iter(self.frames), fps=self.fps, audio=self.audio)
+        return Path(path)
+
+
+@dataclass
+class _Plan:
+    """Everything decided before stage 2 renders: the prepared source and the driving motion."""
+
+    source: SourceFace
+    audio: np.ndarray
+    vertices: torch.Tensor  # [T, V, 3] crop pixels
+    poses: torch.Tensor  # [T, 7]
+    beta: torch.Tensor  # [T, K]
+    full_size: bool
+
+
+class VividTalkPipeline:
+    """The two-stage VividTalk generator (see the module docstring).
+
+    Args:
+        audio2mesh, pose_mapper, mesh2video: the trained stage modules.
+        config: each stage's ``{"class_path", "init_args"}`` (kept for :meth:`save_pretrained`).
+    """
+
+    def __init__(self, audio2mesh, pose_mapper, mesh2video, config: dict | None = None) -> None:
+        self.audio2mesh, self.pose_mapper, self.mesh2video = audio2mesh, pose_mapper, mesh2video
+        self.config = config or {}
+        ids = {m.face.model_id for m in (audio2mesh, mesh2video)}
+        if len(ids) != 1:
+            raise ValueError(f"the stages were trained with different face models: {sorted(ids)}")
+        self.face = audio2mesh.face
+        for m in self.modules():
+            m.eval()
+
+    def modules(self) -> list[torch.nn.Module]:
+        return [self.audio2mesh, self.pose_mapper, self.mesh2video]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.audio2mesh.parameters()).device
+
+    def to(self, device: str | torch.device) -> VividTalkPipeline:
+        for m in self.modules():
+            m.to(device)
+        return self
+
+    # ------------------------------------------------------------------ save / load
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike | None = None, device: str = "cpu") -> VividTalkPipeline:
+        """Load a pipeline saved by :meth:`save_pretrained` (None: the packaged demo weights)."""
+        from .pretrained import load_pipeline
+
+        return load_pipeline(cls, Path(path) if path is not None else demo_weights_dir()).to(device)
+
+    @classmethod
+    def from_checkpoints(cls, audio2mesh: str, pose_mapper: str, mesh2video: str) -> VividTalkPipeline:
+        """Assemble a pipeline from the three stages' Lightning checkpoints (each run's
+        ``config.yaml``, written by the Lightning CLI beside ``checkpoints/``, gives the networks)."""
+        from .pretrained import pipeline_from_checkpoints
+
+        return pipeline_from_checkpoints(cls, {"audio2mesh": audio2mesh, "pose_mapper": pose_mapper,
+                                               "mesh2video": mesh2video})
+
+    def save_pretrained(self, path: str | os.PathLike) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` to the directory ``path``."""
+        from .pretrained import save_pipeline
+
+        return save_pipeline(self, Path(path))
+
+    # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def __call__(self, audio, image, **options) -> VividTalkOutput:
+        """Generate a talking head. ``audio``: a path (any audio or video file) or a float
+        array at 16 kHz; ``image``: a path or an array (see :meth:`plan` for the options;
+        ``batch_size`` and ``progress`` as in :meth:`frames`)."""
+        batch_size, progress = options.pop("batch_size", 8), options.pop("progress", False)
+        plan = self.plan(audio, image, **options)
+        frames = np.stack(list(self.frames(plan, batch_size, progress)))
+        return VividTalkOutput(frames, FPS, plan.audio, plan.vertices.cpu().numpy(), plan.poses.cpu().numpy(),
+                               plan.beta.cpu().numpy())
+
+    @torch.no_grad()
+    def plan(self, audio, image, pose: str = "audio", reference_video: str | None = None,
+             expression_scale: float = 1.0, blink: bool = True, seed: int = 0, output_size: str = "crop",
+             temperature: float | None = None, progress: bool = False) -> _Plan:
+        """Stage 1 and the controls: the driving meshes of every frame.
+
+        Args:
+            pose: "audio" (generated from the speech), "still" (the source's pose throughout)
+                or "video" (the head motion of ``reference_video``, a path).
+            expression_scale: scales blendshapes and lip offsets (0: a still face).
+            blink: add blinks every 2-5 s (False: the eyes stay open).
+            seed: seeds the head-pose sampling and the blink times.
+            output_size: "crop" (256x256 frames) or "full" (the crop pasted back into the image).
+            temperature: head-pose codebook sampling temperature (None: the trained default).
+        """
+        wav = self._audio(audio)
+        if pose not in POSE_MODES:
+            raise ValueError(f"pose must be one of {POSE_MODES}, got {pose!r}")
+        if (pose == "video") != (reference_video is not None):
+            raise ValueError("pose='video' needs reference_video (a path), and reference_video needs pose='video'")
+        if output_size not in ("crop", "full"):
+            raise ValueError(f"output_size must be 'crop' or 'full', got {output_size!r}")
+        if expression_scale < 0:
+            raise ValueError(f"expression_scale must be >= 0, got {expression_scale}")
+        image = _read_image(image)
+        source = prepare_source(image, self.face)
+        dev, frames = self.device, num_frames(len(wav))
+        wav_t = torch.from_numpy(wav).to(dev)
+        identity = torch.from_numpy(source.identity).to(dev)[None]
+        bar = tqdm(total=frames, desc="audio to mesh", unit="frame", disable=not progress)
+        expr = motion.expression_track(self.audio2mesh, wav_t, identity, frames, progress=lambda n: bar.update(n - bar.n))
+        bar.close()
+        source_pose = torch.from_numpy(source.pose).to(dev)[None]
+        poses = self._poses(pose, reference_video, wav_t, identity, source_pose, frames, temperature, seed)
+        blink_index = [i for i, n in enumerate(self.face.expression_names) if n.startswith("eyeBlink")]
+        beta, lips = motion.apply_controls(
+            expr["beta"], expr["lip_offsets"], motion.speech_gate(wav_t, frames), self.audio2mesh.network.lip_index,
+            blink_index, motion.blink_track(frames, seed).to(dev) if blink else None, expression_scale)
+        face = self.face.to(dev)
+        vertices = face.assemble(beta[0], identity=identity, lip_offsets=lips[0], pose=poses[0])  # [T, V, 3]
+        return _Plan(source, wav, vertices, poses[0], beta[0], output_size == "full")
+
+    def _audio(self, audio) -> np.ndarray:
+        wav = load_audio(audio, SAMPLE_RATE if isinstance(audio, (np.ndarray, torch.Tensor)) else None)
+        if len(wav) < MIN_AUDIO_SECONDS * SAMPLE_RATE:
+            raise AudioError(f"the audio is {len(wav) / SAMPLE_RATE:.3f} s long; at least {MIN_AUDIO_SECONDS} s "
+                             "is needed")
+        return np.pad(wav, (0, frames_to_samples(num_frames(len(wav))) - len(wav)))
+
+    def _poses(self, mode: str, reference_video, wav, identity, source_pose, frames: int, temperature, seed: int):
+        if mode == "still":
+            return motion.still_poses(source_pose, frames)
+        if mode == "video":
+            from .data.video import iter_frames
+
+            return motion.copied_poses(reference_poses(list(iter_frames(reference_video, fps=FPS)), self.face),
+                                       source_pose, frames)
+        generator = torch.Generator(device=wav.device).manual_seed(seed)
+        return motion.pose_track(self.pose_mapper, wav, identity, source_pose, frames, temperature=temperature,
+                                 generator=generator)
+
+    @torch.no_grad()
+    def frames(self, plan: _Plan, batch_size: int = 8, progress: bool = False) -> Iterator[np.ndarray]:
+        """Stage 2: the frames of a plan, uint8 [H, W, 3] one by one (rendered ``batch_size``
+        at a time; the source is prepared once)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        m2v, dev, src = self.mesh2video, self.device, plan.source
+        lips = self.face.lip_contour().to(dev)
+        crop = torch.from_numpy(src.crop).to(dev).permute(2, 0, 1)[None].float() / 255.0
+        source_vertices = torch.from_numpy(src.vertices).to(dev)[None]
+        prepared = m2v.prepare_source(crop, torch.from_numpy(src.masks).to(dev).long()[None], source_vertices,
+                                      source_vertices[:, lips, :2])
+        total = len(plan.vertices)
+        for s in tqdm(range(0, total, batch_size), desc="mesh to video", unit="batch", disable=not progress):
+            verts = plan.vertices[s : s + batch_size]
+            image = m2v.animate(prepared, verts, verts[:, lips, :2], sample=False)["image"]
+            batch = (image.clamp(0, 1) * 255 + 0.5).byte().permute(0, 2, 3, 1).cpu().numpy()
+            for frame in batch:
+                yield paste_back(frame, src.image, src.box) if plan.full_size else frame
+
+    def write(self, audio, image, output: str | os.PathLike, batch_size: int = 8, progress: bool = False,
+              **options) -> Path:
+        """Generate straight into an mp4 (frames are streamed to the encoder, not kept: memory
+        stays bounded for long audio). Options as for :meth:`plan`."""
+        from .data.video import VideoError, write_video
+
+        output = Path(output)
+        if not output.parent.is_dir():
+            raise VideoError(f"output directory does not exist: {output.parent}")
+        plan = self.plan(audio, image, progress=progress, **options)
+        write_video(output, self.frames(plan, batch_size, progress), fps=FPS, audio=plan.audio)
+        return output
+
+
+def _read_image(image) -> np.ndarray:
+    if isinstance(image, (str, os.PathLike)):
+        from .face.visualize import read_image
+
+        return read_image(image)
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().numpy()
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"image must be a path or an array, got {type(image).__name__}")
+    return image
+
+
+def generate(audio=None, image=None, output: str | os.PathLike | None = None, weights: str | None = None,
+             device: str = "cpu", **options):
+    """One call: audio + image -> a talking head (the packaged demo speech and portrait when
+    either is None). With ``output`` the video is written there (streamed) and its path
+    returned; without, a :class:`VividTalkOutput`. ``weights``: a saved pipeline directory
+    (None: the demo weights); options: see :meth:`VividTalkPipeline.plan`, ``batch_size``."""
+    pipe = VividTalkPipeline.from_pretrained(weights, device=device)
+    if audio is None:
+        audio = str(demo_weights_dir() / "speech.wav")
+    if image is None:
+        import skimage.data
+
+        image = skimage.data.astronaut()
+    if output is not None:
+        return pipe.write(audio, image, output, **options)
+    return pipe(audio, image, **options)

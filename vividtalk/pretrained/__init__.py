@@ -1,0 +1,124 @@
+"""Saved pipelines: ``config.json`` + ``model.safetensors``, and their assembly from training runs.
+
+``config.json`` holds, per stage, the LightningModule's ``class_path`` / ``init_args`` exactly
+as in the stage recipes (training-only parts removed: optimisers, the discriminator, paths of
+other checkpoints and of the VGG weights) and the id of the face model the stages were trained
+with; ``model.safetensors`` the stages' state dicts under ``<stage>.``. The packaged demo
+weights live in ``demo/`` beside this file (see its README.md for how they were trained).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import torch
+
+CONFIG, WEIGHTS, FORMAT_VERSION = "config.json", "model.safetensors", 1
+STAGES = ("audio2mesh", "pose_mapper", "mesh2video")
+_TRAINING_ONLY = ("optimizer", "optimizer_g", "optimizer_d", "lr_scheduler")
+_CLEARED = ("vqvae_checkpoint", "vgg_weights", "discriminator")
+
+
+def inference_spec(spec: dict) -> dict:
+    """A stage's ``{"class_path", "init_args"}`` without what only training needs."""
+    spec = copy.deepcopy(spec)
+    args = spec.setdefault("init_args", {})
+    for key in _TRAINING_ONLY:
+        args.pop(key, None)
+    for key in _CLEARED:
+        if key in args:
+            args[key] = None
+    return spec
+
+
+def build_stage(spec: dict) -> torch.nn.Module:
+    """Instantiate a LightningModule (and its networks) from ``class_path`` / ``init_args``."""
+    import pytorch_lightning as pl
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(pl.LightningModule, "model")
+    cfg = parser.parse_object({"model": spec})
+    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in 4.49
+    return instantiate(cfg).model
+
+
+def run_config(checkpoint: Path) -> dict:
+    """The ``model`` section of the Lightning CLI's ``config.yaml`` of a checkpoint's run
+    (``<run>/checkpoints/<name>.ckpt`` -> ``<run>/config.yaml``)."""
+    import yaml
+
+    path = checkpoint.resolve().parent.parent / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"no config.yaml of the run beside {checkpoint} (expected {path}); "
+                                "checkpoints written by `vividtalk fit` have one")
+    return yaml.safe_load(path.read_text())["model"]
+
+
+def _load_state(module: torch.nn.Module, state: dict, what: str) -> None:
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    unexpected = [k for k in unexpected if not k.startswith("discriminator.")]
+    if missing or unexpected:
+        raise ValueError(f"{what} does not match its configuration: missing {missing[:5]}, unexpected "
+                         f"{unexpected[:5]}")
+
+
+def pipeline_from_checkpoints(cls, checkpoints: dict[str, str]):
+    """A pipeline from the stages' Lightning checkpoints (see ``VividTalkPipeline.from_checkpoints``)."""
+    modules, config = {}, {}
+    for stage in STAGES:
+        path = Path(checkpoints[stage])
+        if not path.is_file():
+            raise FileNotFoundError(f"{stage} checkpoint not found: {path}")
+        config[stage] = inference_spec(run_config(path))
+        modules[stage] = build_stage(config[stage])
+        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+        _load_state(modules[stage], state, f"{stage} checkpoint {path}")
+    return cls(**modules, config=config)
+
+
+def save_pipeline(pipe, path: Path) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` of ``pipe`` into the directory ``path``."""
+    from safetensors.torch import save_file
+
+    if not pipe.config:
+        raise ValueError("this pipeline has no stage configuration to save (build it with from_checkpoints "
+                         "or from_pretrained)")
+    path.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for stage in STAGES:
+        for key, value in getattr(pipe, stage).state_dict().items():
+            if not key.startswith("discriminator."):
+                tensors[f"{stage}.{key}"] = value.detach().cpu().contiguous()
+    config = {"format_version": FORMAT_VERSION, "face_model_id": pipe.face.model_id,
+              "stages": {s: pipe.config[s] for s in STAGES}}
+    tmp = path / (WEIGHTS + ".tmp")
+    save_file(tensors, str(tmp))
+    tmp.replace(path / WEIGHTS)
+    (path / CONFIG).write_text(json.dumps(config, indent=1))
+    return path
+
+
+def load_pipeline(cls, path: Path):
+    """Read a directory written by :func:`save_pipeline`; checks the face model id."""
+    from safetensors.torch import load_file
+
+    if not (path / CONFIG).is_file() or not (path / WEIGHTS).is_file():
+        raise FileNotFoundError(f"{path} is not a saved pipeline (needs {CONFIG} and {WEIGHTS})")
+    config = json.loads((path / CONFIG).read_text())
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path / CONFIG}: format_version {config.get('format_version')}, expected {FORMAT_VERSION}")
+    tensors = load_file(str(path / WEIGHTS))
+    modules = {}
+    for stage in STAGES:
+        modules[stage] = build_stage(config["stages"][stage])
+        face = getattr(modules[stage], "face", None)  # the pose mapper has none
+        if face is not None and face.model_id != config["face_model_id"]:
+            raise ValueError(f"{path} was trained with face model {config['face_model_id']}, but {stage} uses "
+                             f"{face.model_id}: use the face model it was trained with")
+        prefix = stage + "."
+        _load_state(modules[stage], {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)},
+                    f"{stage} weights in {path}")
+    return cls(**modules, config=config["stages"])
