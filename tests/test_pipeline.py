@@ -75,6 +75,26 @@ def test_the_packaged_demo_weights_load():
     assert (demo_weights_dir() / "speech.wav").is_file() and (demo_weights_dir() / "README.md").is_file()
 
 
+@pytest.mark.slow
+def test_the_readme_first_command_writes_the_demo_video(tmp_path, monkeypatch):
+    """The README's first command ends in `vividtalk generate --output demo.mp4`: run that."""
+    import shlex
+    from pathlib import Path
+
+    from vividtalk.audio.io import load_audio
+    from vividtalk.cli import main
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    first = readme.split("```bash\n", 1)[1].split("\n", 1)[0]
+    command = shlex.split(first.split("&&")[-1])
+    assert command[:2] == ["vividtalk", "generate"]
+    monkeypatch.chdir(tmp_path)
+    assert main(command[1:] + ["--quiet"]) == 0
+    speech = len(load_audio(str(demo_weights_dir() / "speech.wav"))) / SR
+    info = probe_video(tmp_path / "demo.mp4")
+    assert info["size"] == (256, 256) and abs(info["duration"] - speech) < 0.1
+
+
 def test_seed_and_pose_options(pipe, portrait, talk):
     wav = speech_like(1.5)
     same = pipe.plan(wav, portrait, seed=3)

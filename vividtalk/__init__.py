@@ -6,3 +6,14 @@ motion VAE and a warping generator). See the README and DESIGN.md for the data c
 """
 
 __version__ = "0.1.0"
+
+__all__ = ["VividTalkPipeline", "VividTalkOutput", "generate"]
+
+
+def __getattr__(name: str):
+    # Lazy: `import vividtalk` stays cheap; the pipeline pulls in torch, mediapipe, Lightning.
+    if name in __all__:
+        from . import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module 'vividtalk' has no attribute {name!r}")

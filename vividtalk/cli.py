@@ -4,7 +4,8 @@ Commands:
   generate        audio + one face image -> a talking-head mp4 (``vividtalk generate --help``)
   fit / validate / test / predict   train and evaluate a stage with the Lightning CLI
                   (``vividtalk fit --config stages/audio2mesh.yaml --data.root CORPUS``)
-  bench NAME      benchmarks (``render``, ``audio2mesh``, ``mesh2video``); ``--json`` prints one machine-readable object
+  eval VIDEO...   score videos (lip sync, identity, image quality, head motion) -> JSON report
+  bench [NAME]    benchmarks (``render``, ``audio2mesh``, ``mesh2video``, ``generate``); ``--json`` prints one machine-readable object
   fit-face        track and fit the face model on an image and save a visual check
 
 Data preparation is a separate script: ``vividtalk-prep`` (``python -m data_prep``).
@@ -20,7 +21,7 @@ def _bench(args: argparse.Namespace) -> int:
     from .bench import run_benchmark
 
     kwargs = {"device": args.device}
-    for key in ("repeats", "batch_size", "size"):
+    for key in ("repeats", "batch_size", "size", "seconds", "weights"):
         if getattr(args, key):
             kwargs[key] = getattr(args, key)
     print(run_benchmark(args.name, as_json=args.json, **kwargs))
@@ -63,6 +64,42 @@ def _add_generate(sub) -> None:
     gen.set_defaults(func=_generate)
 
 
+def _eval(args: argparse.Namespace) -> int:
+    import json
+    import os
+    from pathlib import Path
+
+    from .eval.report import EvalWeights, evaluate_videos, format_table
+
+    output = Path(args.output)
+    if not output.parent.is_dir():
+        raise FileNotFoundError(f"output directory does not exist: {output.parent}")
+    weights = EvalWeights(args.syncnet, args.arcface, args.arcface_depth, args.inception)
+    report = evaluate_videos(args.videos, reference=args.reference, audio=args.audio, image=args.image,
+                             weights=weights, device=args.device)
+    tmp = output.with_name(output.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=1))
+    os.replace(tmp, output)
+    print(format_table(report))
+    print(f"wrote {output}")
+    return 0
+
+
+def _add_eval(sub) -> None:
+    ev = sub.add_parser("eval", help="score talking-head videos; write a JSON report and print a table")
+    ev.add_argument("videos", nargs="+", help="generated videos (mp4, ...)")
+    ev.add_argument("--reference", help="the real video to compare with (PSNR, SSIM, LVE, FDD, FID, identity)")
+    ev.add_argument("--audio", help="the driving audio (default: each video's own audio track)")
+    ev.add_argument("--image", help="the source image (identity against it)")
+    ev.add_argument("--output", required=True, help="the JSON report")
+    ev.add_argument("--syncnet", help="SyncNet weights (syncnet_v2.model) for LSE-D / LSE-C")
+    ev.add_argument("--arcface", help="an ArcFace backbone (insightface backbone.pth) for identity similarity")
+    ev.add_argument("--arcface-depth", default="r100", help="its IResNet depth (default r100)")
+    ev.add_argument("--inception", help="TorchScript Inception (inception-2015-12-05.pt) for FID")
+    ev.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    ev.set_defaults(func=_eval)
+
+
 def _fit_face(args: argparse.Namespace) -> int:
     from .face.visualize import fit_face_report
 
@@ -98,15 +135,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_generate(sub)
+    _add_eval(sub)
     for name in LIGHTNING_COMMANDS:  # parsed by the Lightning CLI (see `vividtalk fit --help`)
         sub.add_parser(name, help=f"{name} a stage with the Lightning CLI (--config stages/<stage>.yaml)", add_help=False)
-    bench = sub.add_parser("bench", help="run a benchmark (render, audio2mesh, mesh2video)")
-    bench.add_argument("name", help="which benchmark: render, audio2mesh, mesh2video")
+    bench = sub.add_parser("bench", help="run a benchmark (render, audio2mesh, mesh2video, generate)")
+    bench.add_argument("name", nargs="?", default="all",
+                       help="render, audio2mesh, mesh2video, generate, or all (default: every one, one report)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     bench.add_argument("--repeats", type=int, default=0, help="timed repetitions (default: the benchmark's)")
     bench.add_argument("--batch-size", type=int, default=0, help="frames (render) or sequences per call (default: 1)")
     bench.add_argument("--size", default="", help="network size: audio2mesh demo (default) or paper; mesh2video default or large")
+    bench.add_argument("--seconds", type=float, default=0.0, help="audio length (audio2mesh, generate; default 10)")
+    bench.add_argument("--weights", default="", help="generate: a saved pipeline (default: the demo weights)")
     bench.set_defaults(func=_bench)
     fit = sub.add_parser("fit-face", help="fit the face model to an image; save image | NCC render | overlay")
     fit.add_argument("--image", help="input photo with one face (default: scikit-image's portrait)")

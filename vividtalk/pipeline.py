@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -82,6 +83,7 @@ class _Plan:
     poses: torch.Tensor  # [T, 7]
     beta: torch.Tensor  # [T, K]
     full_size: bool
+    seconds: dict  # wall time of each step: source, expression, pose
 
 
 class VividTalkPipeline:
@@ -173,23 +175,26 @@ class VividTalkPipeline:
             raise ValueError(f"output_size must be 'crop' or 'full', got {output_size!r}")
         if expression_scale < 0:
             raise ValueError(f"expression_scale must be >= 0, got {expression_scale}")
-        image = _read_image(image)
-        source = prepare_source(image, self.face)
+        clock = _Clock()
+        source = prepare_source(_read_image(image), self.face)
+        clock.lap("source")
         dev, frames = self.device, num_frames(len(wav))
         wav_t = torch.from_numpy(wav).to(dev)
         identity = torch.from_numpy(source.identity).to(dev)[None]
         bar = tqdm(total=frames, desc="audio to mesh", unit="frame", disable=not progress)
         expr = motion.expression_track(self.audio2mesh, wav_t, identity, frames, progress=lambda n: bar.update(n - bar.n))
         bar.close()
+        clock.lap("expression")
         source_pose = torch.from_numpy(source.pose).to(dev)[None]
         poses = self._poses(pose, reference_video, wav_t, identity, source_pose, frames, temperature, seed)
+        clock.lap("pose")
         blink_index = [i for i, n in enumerate(self.face.expression_names) if n.startswith("eyeBlink")]
         beta, lips = motion.apply_controls(
             expr["beta"], expr["lip_offsets"], motion.speech_gate(wav_t, frames), self.audio2mesh.network.lip_index,
             blink_index, motion.blink_track(frames, seed).to(dev) if blink else None, expression_scale)
         face = self.face.to(dev)
         vertices = face.assemble(beta[0], identity=identity, lip_offsets=lips[0], pose=poses[0])  # [T, V, 3]
-        return _Plan(source, wav, vertices, poses[0], beta[0], output_size == "full")
+        return _Plan(source, wav, vertices, poses[0], beta[0], output_size == "full", clock.seconds)
 
     def _audio(self, audio) -> np.ndarray:
         wav = load_audio(audio, SAMPLE_RATE if isinstance(audio, (np.ndarray, torch.Tensor)) else None)
@@ -242,6 +247,18 @@ class VividTalkPipeline:
         plan = self.plan(audio, image, progress=progress, **options)
         write_video(output, self.frames(plan, batch_size, progress), fps=FPS, audio=plan.audio)
         return output
+
+
+class _Clock:
+    """Wall time between laps, by name."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name], self._last = now - self._last, now
 
 
 def _read_image(image) -> np.ndarray:

@@ -30,6 +30,7 @@ from .discriminator import MultiScaleDiscriminator
 from .generator import WarpingGenerator
 from .losses import PerceptualLoss, discriminator_loss, feature_matching_loss, generator_adversarial_loss, kl_loss
 from .motion_vae import DualBranchMotionVAE
+from .visualize import flow_to_rgb
 
 
 def adam_1e5(params) -> torch.optim.Optimizer:
@@ -232,8 +233,7 @@ class Mesh2VideoModule(pl.LightningModule):
         import cv2
 
         h = batch["source"].shape[-1]
-        flow = out["flow"][:1].detach()
-        flow_rgb = torch.cat([0.5 + 2.0 * flow, torch.full_like(flow[:, :1], 0.5)], dim=1).clamp(0, 1)
+        flow_rgb = flow_to_rgb(out["flow"][:1].detach())
         panels = [batch["source"][:1], out["pt_driving"][:1], flow_rgb, out["occlusion"][:1].expand(-1, 3, -1, -1),
                   out["image"][:1], batch["driving"][:1]]
         panels = [torch.nn.functional.interpolate(p.detach().float(), size=(h, h)) for p in panels]
