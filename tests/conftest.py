@@ -107,6 +107,12 @@ TINY_STAGES = {
 
 
 @pytest.fixture(scope="session")
+def tiny_stages() -> dict:
+    """:data:`TINY_STAGES` (each stage's class_path / init_args)."""
+    return TINY_STAGES
+
+
+@pytest.fixture(scope="session")
 def tiny_pipeline_dir(tmp_path_factory):
     """A saved pipeline (config.json + model.safetensors) of the TINY_STAGES, seeded; the
     flow heads nudged so that the frames move."""

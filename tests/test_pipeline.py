@@ -285,3 +285,30 @@ def test_generate_and_the_command_line(tiny_pipeline_dir, portrait, tmp_path, ca
     cv2.imwrite(str(blank), np.full((200, 200, 3), 90, np.uint8))
     assert main(args[:4] + [str(blank)] + args[5:6] + [str(tmp_path / "x.mp4")] + args[7:]) == 2
     assert "no face" in capsys.readouterr().err and not (tmp_path / "x.mp4").exists()
+
+
+def test_save_pipeline_from_lightning_runs(tmp_path, tiny_stages):
+    """Three runs as `vividtalk fit` leaves them (config.yaml beside checkpoints/) -> one pipeline."""
+    import yaml
+
+    from vividtalk.cli import main
+    from vividtalk.pretrained import build_stage
+
+    torch.manual_seed(1)
+    paths = {}
+    for stage, spec in tiny_stages.items():
+        run = tmp_path / stage / "lightning_logs" / "version_0"
+        (run / "checkpoints").mkdir(parents=True)
+        (run / "config.yaml").write_text(yaml.safe_dump({"seed_everything": 0, "model": spec}))
+        torch.save({"state_dict": build_stage(spec).state_dict()}, run / "checkpoints" / "last.ckpt")
+        paths[stage] = str(run / "checkpoints" / "last.ckpt")
+    out = tmp_path / "pipe"
+    assert main(["save-pipeline", "--audio2mesh", paths["audio2mesh"], "--pose-mapper", paths["pose_mapper"],
+                 "--mesh2video", paths["mesh2video"], "--output", str(out)]) == 0
+    pipe = VividTalkPipeline.from_pretrained(out)
+    state = torch.load(paths["audio2mesh"], weights_only=False)["state_dict"]
+    for key, value in pipe.audio2mesh.state_dict().items():
+        torch.testing.assert_close(value, state[key])
+    (tmp_path / "audio2mesh" / "lightning_logs" / "version_0" / "config.yaml").unlink()
+    with pytest.raises(FileNotFoundError, match="config.yaml"):
+        VividTalkPipeline.from_checkpoints(paths["audio2mesh"], paths["pose_mapper"], paths["mesh2video"])

@@ -6,6 +6,7 @@ Commands:
                   (``vividtalk fit --config stages/audio2mesh.yaml --data.root CORPUS``)
   eval VIDEO...   score videos (lip sync, identity, image quality, head motion) -> JSON report
   bench [NAME]    benchmarks (``render``, ``audio2mesh``, ``mesh2video``, ``generate``); ``--json`` prints one machine-readable object
+  save-pipeline   three trained stage checkpoints -> one pipeline directory (for generate --weights)
   fit-face        track and fit the face model on an image and save a visual check
 
 Data preparation is a separate script: ``vividtalk-prep`` (``python -m data_prep``).
@@ -100,6 +101,14 @@ def _add_eval(sub) -> None:
     ev.set_defaults(func=_eval)
 
 
+def _save_pipeline(args: argparse.Namespace) -> int:
+    from .pipeline import VividTalkPipeline
+
+    pipe = VividTalkPipeline.from_checkpoints(args.audio2mesh, args.pose_mapper, args.mesh2video)
+    print(f"wrote {pipe.save_pretrained(args.output)}")
+    return 0
+
+
 def _fit_face(args: argparse.Namespace) -> int:
     from .face.visualize import fit_face_report
 
@@ -149,6 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seconds", type=float, default=0.0, help="audio length (audio2mesh, generate; default 10)")
     bench.add_argument("--weights", default="", help="generate: a saved pipeline (default: the demo weights)")
     bench.set_defaults(func=_bench)
+    save = sub.add_parser("save-pipeline", help="three stage checkpoints (vividtalk fit) -> a pipeline directory")
+    save.add_argument("--audio2mesh", required=True, help="stage 1 checkpoint (stages/audio2mesh.yaml)")
+    save.add_argument("--pose-mapper", required=True, help="pose mapper checkpoint (stages/pose_mapper.yaml)")
+    save.add_argument("--mesh2video", required=True, help="stage 2 checkpoint (stages/mesh2video.yaml)")
+    save.add_argument("--output", required=True, help="the pipeline directory (config.json + model.safetensors)")
+    save.set_defaults(func=_save_pipeline)
     fit = sub.add_parser("fit-face", help="fit the face model to an image; save image | NCC render | overlay")
     fit.add_argument("--image", help="input photo with one face (default: scikit-image's portrait)")
     fit.add_argument("--output", required=True, help="output PNG")
