@@ -241,7 +241,8 @@ def test_bench_summary_makes_reports_comparable():
                 "peak_rss_mb": 500.0},
                {"benchmark": "audio2mesh", "device": "cpu", "size": "demo", "batch_size": 1, "seconds_total": 0.5,
                 "frames": 250},
-               {"benchmark": "generate", "device": "cpu", "weights": "demo", "batch_size": 8, "frames_per_second": 10.0}]
+               {"benchmark": "generate", "device": "cpu", "weights": "demo", "batch_size": 8,
+                "frames_per_second": 10.0}]
     s = summary(reports)
     assert s["mesh2video.frames_per_second"] == 25.0 and s["mesh2video.peak_rss_mb"] == 500.0
     assert s["audio2mesh.ms_per_frame"] == 2.0 and s["generate.ms_per_frame"] == 100.0

@@ -87,7 +87,7 @@ def test_packaged_model_uses_the_derived_triangles(derived, face_model):
 
 
 def test_regions(face_model):
-    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_LIPS, FACEMESH_LEFT_EYE
+    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_LEFT_EYE, FACEMESH_LIPS
 
     r, y = face_model.regions, face_model.mean.numpy()[:, 1]
     assert set(np.unique(list(FACEMESH_LIPS)).tolist()) <= set(r["lips"].tolist())

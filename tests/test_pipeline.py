@@ -219,7 +219,8 @@ def test_huge_and_multi_face_images(pipe, portrait):
     pair = np.concatenate([portrait, np.pad(smaller, ((64, 64), (0, 0), (0, 0)), constant_values=255)], axis=1)
     with pytest.warns(UserWarning, match="using the largest"):
         source = pipe.plan(speech_like(0.5), pair, pose="still").source
-    assert source.box.x0 + source.box.size / 2 < 512 and source.box.size > 150  # the big face (box ~170 px, the other ~128)
+    # The big face on the left (its box is ~170 px, the other's ~128).
+    assert source.box.x0 + source.box.size / 2 < 512 and source.box.size > 150
 
 
 def test_bad_input_errors(pipe, portrait, tmp_path):

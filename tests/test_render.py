@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from _raster_reference import reference_interpolate, reference_rasterize
+
 from vividtalk.render import (
     NvdiffrastRasterizer,
     Rasterizer,

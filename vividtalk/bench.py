@@ -78,8 +78,8 @@ def bench_generate(device: str = "cpu", repeats: int = 1, batch_size: int = 8, s
 
     from .audio.io import load_audio
     from .data.video import write_video
-    from .pipeline import VividTalkPipeline, demo_weights_dir
     from .face.visualize import default_portrait
+    from .pipeline import VividTalkPipeline, demo_weights_dir
 
     pipe = VividTalkPipeline.from_pretrained(weights, device=device)
     speech = load_audio(str(demo_weights_dir() / "speech.wav"))

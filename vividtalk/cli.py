@@ -5,7 +5,8 @@ Commands:
   fit / validate / test / predict   train and evaluate a stage with the Lightning CLI
                   (``vividtalk fit --config stages/audio2mesh.yaml --data.root CORPUS``)
   eval VIDEO...   score videos (lip sync, identity, image quality, head motion) -> JSON report
-  bench [NAME]    benchmarks (``render``, ``audio2mesh``, ``mesh2video``, ``generate``); ``--json`` prints one machine-readable object
+  bench [NAME]    benchmarks (``render``, ``audio2mesh``, ``mesh2video``, ``generate``; none: all of them
+                  in one report); ``--json`` prints one machine-readable object
   save-pipeline   three trained stage checkpoints -> one pipeline directory (for generate --weights)
   fit-face        track and fit the face model on an image and save a visual check
 

@@ -17,7 +17,6 @@ A saved pipeline is a directory with ``config.json`` (each stage's ``class_path`
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -28,14 +27,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from . import motion
 from .audio.align import SAMPLE_RATE, frames_to_samples, num_frames
 from .audio.io import AudioError, load_audio
 from .face.crop import paste_back
 from .source_face import SourceFace, prepare_source, reference_poses
-from . import motion
 
-STAGES = ("audio2mesh", "pose_mapper", "mesh2video")
-CONFIG, WEIGHTS = "config.json", "model.safetensors"
 FPS = 25
 MIN_AUDIO_SECONDS = 0.2
 POSE_MODES = ("audio", "still", "video")
@@ -182,7 +179,8 @@ class VividTalkPipeline:
         wav_t = torch.from_numpy(wav).to(dev)
         identity = torch.from_numpy(source.identity).to(dev)[None]
         bar = tqdm(total=frames, desc="audio to mesh", unit="frame", disable=not progress)
-        expr = motion.expression_track(self.audio2mesh, wav_t, identity, frames, progress=lambda n: bar.update(n - bar.n))
+        expr = motion.expression_track(self.audio2mesh, wav_t, identity, frames,
+                                       progress=lambda n: bar.update(n - bar.n))
         bar.close()
         clock.lap("expression")
         source_pose = torch.from_numpy(source.pose).to(dev)[None]

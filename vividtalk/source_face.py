@@ -97,17 +97,11 @@ def reference_poses(frames: list[np.ndarray], face: FaceModel) -> np.ndarray:
     Raises:
         NoFaceError: when no frame has a face.
     """
-    from .face.tracking import NoFaceError
+    from .face.tracking import fill_missing
 
     tracker = MediaPipeTracker(min_face_size=32)
     try:
-        tracks = tracker.track_video(frames)  # [T, 478, 3], NaN rows without a face
+        tracks = fill_missing(tracker.track_video(frames))  # [T, 478, 3]
     finally:
         tracker.close()
-    found = ~np.isnan(tracks[:, 0, 0])
-    if not found.any():
-        raise NoFaceError("no face found in any frame of the reference video")
-    t = np.arange(len(tracks))
-    tracks = np.stack([np.stack([np.interp(t, t[found], tracks[found, p, k]) for k in range(3)], -1)
-                       for p in range(tracks.shape[1])], 1).astype(np.float32)
     return FaceFitter(face).fit(tracks).pose.numpy().astype(np.float32)

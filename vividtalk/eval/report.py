@@ -23,7 +23,7 @@ from ..data.video import read_frames
 from ..face.fitting import FaceFitter
 from ..face.model import FaceModel
 from ..face.segmentation import face_region
-from ..face.tracking import MediaPipeTracker, NoFaceError
+from ..face.tracking import MediaPipeTracker, fill_missing
 from . import head_motion, lipsync, sharpness
 
 
@@ -51,12 +51,7 @@ def _track(frames: np.ndarray, face: FaceModel) -> _Tracked:
         landmarks = tracker.track_video(frames)
     finally:
         tracker.close()
-    found = ~np.isnan(landmarks[:, 0, 0])
-    if not found.any():
-        raise NoFaceError("no face found in any frame of the video")
-    t = np.arange(len(landmarks))
-    filled = np.stack([np.stack([np.interp(t, t[found], landmarks[found, p, k]) for k in range(3)], -1)
-                       for p in range(landmarks.shape[1])], 1).astype(np.float32)
+    filled = fill_missing(landmarks)
     fit = FaceFitter(face).fit(filled)
     with torch.no_grad():
         meshes = face.assemble(fit.beta, identity=fit.identity, lip_offsets=fit.lip_offsets)

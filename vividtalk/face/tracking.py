@@ -96,6 +96,24 @@ def stack_tracks(frames: Iterable[np.ndarray], faces_in, num_points: int, min_fa
     return np.stack(out)
 
 
+def fill_missing(tracks: np.ndarray) -> np.ndarray:
+    """Landmark tracks [T, N, C] with NaN rows (frames without a face) filled by linear
+    interpolation between the nearest tracked frames (held at the ends).
+
+    Raises:
+        NoFaceError: when no frame has a face.
+    """
+    found = ~np.isnan(tracks[:, 0, 0])
+    if not found.any():
+        raise NoFaceError("no face found in any frame of the video")
+    if found.all():
+        return tracks
+    t = np.arange(len(tracks))
+    flat = tracks.reshape(len(tracks), -1)
+    filled = np.stack([np.interp(t, t[found], flat[found, j]) for j in range(flat.shape[1])], axis=1)
+    return filled.reshape(tracks.shape).astype(tracks.dtype)
+
+
 class MediaPipeTracker:
     """MediaPipe Face Mesh (478 points with the refined lips/eyes/irises model).
 

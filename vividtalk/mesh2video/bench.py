@@ -43,7 +43,8 @@ def _batch(face, batch_size: int, device: torch.device) -> dict:
     mask[:, 60:200, 70:190] = 2
     return {
         "source": torch.rand(1, 3, 256, 256, device=device), "source_mask": mask, "source_vertices": verts,
-        "source_lips": verts[:, lips, :2], "driving_vertices": expand(driving), "driving_lips": expand(driving[:, lips, :2]),
+        "source_lips": verts[:, lips, :2], "driving_vertices": expand(driving),
+        "driving_lips": expand(driving[:, lips, :2]),
     }
 
 
@@ -51,7 +52,6 @@ def bench_mesh2video(device: str = "cpu", repeats: int = 10, batch_size: int = 1
     """Median ms per frame (and per stage) of stage 2 at 256x256 for ``batch_size`` pairs."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .discriminator import MultiScaleDiscriminator
     from .generator import WarpingGenerator
     from .module import Mesh2VideoModule
     from .motion_vae import DualBranchMotionVAE
@@ -60,8 +60,8 @@ def bench_mesh2video(device: str = "cpu", repeats: int = 10, batch_size: int = 1
         raise ValueError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
     dev = torch.device(device)
     torch.manual_seed(0)
-    module = Mesh2VideoModule(DualBranchMotionVAE(**SIZES[size]["motion_vae"]), WarpingGenerator(**SIZES[size]["generator"]),
-                              MultiScaleDiscriminator(in_channels=6)).to(dev).eval()
+    module = Mesh2VideoModule(DualBranchMotionVAE(**SIZES[size]["motion_vae"]),
+                              WarpingGenerator(**SIZES[size]["generator"])).to(dev).eval()  # inference: no discriminator
     batch = _batch(module.face, batch_size, dev)
     parts = {}
 
