@@ -147,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_eval(sub)
     for name in LIGHTNING_COMMANDS:  # parsed by the Lightning CLI (see `vividtalk fit --help`)
-        sub.add_parser(name, help=f"{name} a stage with the Lightning CLI (--config stages/<stage>.yaml)", add_help=False)
+        sub.add_parser(name, help=f"{name} a stage with the Lightning CLI (--config stages/<stage>.yaml)",
+                       add_help=False)
     bench = sub.add_parser("bench", help="run a benchmark (render, audio2mesh, mesh2video, generate)")
     bench.add_argument("name", nargs="?", default="all",
                        help="render, audio2mesh, mesh2video, generate, or all (default: every one, one report)")

@@ -226,12 +226,14 @@ class VividTalkPipeline:
         prepared = m2v.prepare_source(crop, torch.from_numpy(src.masks).to(dev).long()[None], source_vertices,
                                       source_vertices[:, lips, :2])
         total = len(plan.vertices)
-        for s in tqdm(range(0, total, batch_size), desc="mesh to video", unit="batch", disable=not progress):
-            verts = plan.vertices[s : s + batch_size]
-            image = m2v.animate(prepared, verts, verts[:, lips, :2], sample=False)["image"]
-            batch = (image.clamp(0, 1) * 255 + 0.5).byte().permute(0, 2, 3, 1).cpu().numpy()
-            for frame in batch:
-                yield paste_back(frame, src.image, src.box) if plan.full_size else frame
+        with tqdm(total=total, desc="mesh to video", unit="frame", disable=not progress) as bar:
+            for s in range(0, total, batch_size):
+                verts = plan.vertices[s : s + batch_size]
+                image = m2v.animate(prepared, verts, verts[:, lips, :2], sample=False)["image"]
+                batch = (image.clamp(0, 1) * 255 + 0.5).byte().permute(0, 2, 3, 1).cpu().numpy()
+                bar.update(len(batch))
+                for frame in batch:
+                    yield paste_back(frame, src.image, src.box) if plan.full_size else frame
 
     def write(self, audio, image, output: str | os.PathLike, batch_size: int = 8, progress: bool = False,
               **options) -> Path:
