@@ -71,8 +71,9 @@ class VividTalkOutput:
 
 
 @dataclass
-class _Plan:
-    """Everything decided before stage 2 renders: the prepared source and the driving motion."""
+class GenerationPlan:
+    """Everything decided before stage 2 renders (:meth:`VividTalkPipeline.plan`): the prepared
+    source and the driving motion; :meth:`VividTalkPipeline.frames` renders it."""
 
     source: SourceFace
     audio: np.ndarray
@@ -151,7 +152,7 @@ class VividTalkPipeline:
     @torch.no_grad()
     def plan(self, audio, image, pose: str = "audio", reference_video: str | None = None,
              expression_scale: float = 1.0, blink: bool = True, seed: int = 0, output_size: str = "crop",
-             temperature: float | None = None, progress: bool = False) -> _Plan:
+             temperature: float | None = None, progress: bool = False) -> GenerationPlan:
         """Stage 1 and the controls: the driving meshes of every frame.
 
         Args:
@@ -192,7 +193,7 @@ class VividTalkPipeline:
             blink_index, motion.blink_track(frames, seed).to(dev) if blink else None, expression_scale)
         face = self.face.to(dev)
         vertices = face.assemble(beta[0], identity=identity, lip_offsets=lips[0], pose=poses[0])  # [T, V, 3]
-        return _Plan(source, wav, vertices, poses[0], beta[0], output_size == "full", clock.seconds)
+        return GenerationPlan(source, wav, vertices, poses[0], beta[0], output_size == "full", clock.seconds)
 
     def _audio(self, audio) -> np.ndarray:
         wav = load_audio(audio, SAMPLE_RATE if isinstance(audio, (np.ndarray, torch.Tensor)) else None)
@@ -214,7 +215,7 @@ class VividTalkPipeline:
                                  generator=generator)
 
     @torch.no_grad()
-    def frames(self, plan: _Plan, batch_size: int = 8, progress: bool = False) -> Iterator[np.ndarray]:
+    def frames(self, plan: GenerationPlan, batch_size: int = 8, progress: bool = False) -> Iterator[np.ndarray]:
         """Stage 2: the frames of a plan, uint8 [H, W, 3] one by one (rendered ``batch_size``
         at a time; the source is prepared once)."""
         if batch_size < 1:
