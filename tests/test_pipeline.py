@@ -305,8 +305,9 @@ def test_save_pipeline_from_lightning_runs(tmp_path, tiny_stages):
         paths[stage] = str(run / "checkpoints" / "last.ckpt")
     out = tmp_path / "pipe"
     assert main(["save-pipeline", "--audio2mesh", paths["audio2mesh"], "--pose-mapper", paths["pose_mapper"],
-                 "--mesh2video", paths["mesh2video"], "--output", str(out)]) == 0
+                 "--mesh2video", paths["mesh2video"], "--output", str(out), "--temperature", "0.7"]) == 0
     pipe = VividTalkPipeline.from_pretrained(out)
+    assert pipe.pose_mapper.temperature == 0.7
     state = torch.load(paths["audio2mesh"], weights_only=False)["state_dict"]
     for key, value in pipe.audio2mesh.state_dict().items():
         torch.testing.assert_close(value, state[key])

@@ -106,6 +106,9 @@ def _save_pipeline(args: argparse.Namespace) -> int:
     from .pipeline import VividTalkPipeline
 
     pipe = VividTalkPipeline.from_checkpoints(args.audio2mesh, args.pose_mapper, args.mesh2video)
+    if args.temperature is not None:  # an inference setting: stored in the pipeline's config
+        pipe.pose_mapper.temperature = args.temperature
+        pipe.config["pose_mapper"]["init_args"]["temperature"] = args.temperature
     print(f"wrote {pipe.save_pretrained(args.output)}")
     return 0
 
@@ -165,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     save.add_argument("--pose-mapper", required=True, help="pose mapper checkpoint (stages/pose_mapper.yaml)")
     save.add_argument("--mesh2video", required=True, help="stage 2 checkpoint (stages/mesh2video.yaml)")
     save.add_argument("--output", required=True, help="the pipeline directory (config.json + model.safetensors)")
+    save.add_argument("--temperature", type=float, help="head-pose sampling temperature to store (default: the run's)")
     save.set_defaults(func=_save_pipeline)
     fit = sub.add_parser("fit-face", help="fit the face model to an image; save image | NCC render | overlay")
     fit.add_argument("--image", help="input photo with one face (default: scikit-image's portrait)")
