@@ -68,7 +68,7 @@ def bench_mesh2video(device: str = "cpu", repeats: int = 10, batch_size: int = 1
 
 
 def bench_generate(device: str = "cpu", repeats: int = 1, batch_size: int = 8, seconds: float = 10.0,
-                   weights: str | None = None, size: str = "") -> dict:
+                   weights: str | None = None) -> dict:
     """End to end with real weights (default: the packaged demo weights): the demo speech
     repeated to ``seconds``, the scikit-image portrait -> an mp4; seconds per step, frames per
     second, and the peak resident memory of the process."""
@@ -148,17 +148,23 @@ def peak_rss_mb() -> float:
 
 
 def run_benchmark(name: str, as_json: bool = False, **kwargs) -> str:
-    """Run a registered benchmark (or ``all`` of them) and return its printed form (JSON or table)."""
+    """Run a registered benchmark (or ``all`` of them) and return its printed form (JSON or table).
+    Each benchmark receives the options it takes (``--size`` means nothing to ``generate``)."""
+    import inspect
+
+    def run(bench: Callable[..., dict]) -> dict:
+        accepted = inspect.signature(bench).parameters
+        return bench(**{k: v for k, v in kwargs.items() if k in accepted})
+
     if name == "all":
         reports = []
         for bench in BENCHMARKS.values():
-            accepted = bench.__code__.co_varnames[: bench.__code__.co_argcount]
-            report = bench(**{k: v for k, v in kwargs.items() if k in accepted})
+            report = run(bench)
             report.setdefault("peak_rss_mb", peak_rss_mb())  # of the process so far: benchmarks run in order
             reports.append(report)
         report = summary(reports)
     elif name not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {name!r}; choose one of all, {', '.join(sorted(BENCHMARKS))}")
     else:
-        report = BENCHMARKS[name](**kwargs)
+        report = run(BENCHMARKS[name])
     return json.dumps(report) if as_json else format_report(report)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .audio.align import SAMPLES_PER_FRAME
+from .audio.align import SAMPLES_PER_FRAME, frame_levels_db
 from .audio2mesh.pose_mapper import generate_pose
 from .audio2mesh.pose_modules import initial_pose
 from .audio2mesh.pose_repr import features_to_pose, pose_to_features
@@ -129,9 +129,7 @@ def speech_gate(wav: torch.Tensor, frames: int, floor_db: float = -55.0, range_d
                 smooth: int = 5) -> torch.Tensor:
     """Per-frame weight [T] in [0, 1]: 0 where the audio is silent (RMS below ``floor_db``
     dBFS), 1 from ``floor_db + range_db`` up, smoothed over ``smooth`` frames."""
-    padded = torch.nn.functional.pad(wav, (0, frames * SAMPLES_PER_FRAME - wav.shape[0]))
-    rms = padded[: frames * SAMPLES_PER_FRAME].view(frames, SAMPLES_PER_FRAME).pow(2).mean(1).sqrt()
-    db = 20 * torch.log10(rms.clamp_min(1e-10))
+    db = torch.from_numpy(frame_levels_db(wav, frames, floor_db=floor_db)).to(wav)  # [T]
     gate = ((db - floor_db) / range_db).clamp(0, 1)
     kernel = torch.ones(1, 1, smooth, device=wav.device) / smooth
     return torch.nn.functional.conv1d(gate[None, None], kernel, padding=smooth // 2)[0, 0, :frames].clamp(0, 1)

@@ -28,12 +28,12 @@ import torch
 from tqdm import tqdm
 
 from . import motion
-from .audio.align import SAMPLE_RATE, frames_to_samples, num_frames
+from .audio.align import FPS, SAMPLE_RATE, frames_to_samples, num_frames
 from .audio.io import AudioError, load_audio
 from .face.crop import paste_back
+from .mesh2video.visualize import frames_uint8
 from .source_face import SourceFace, prepare_source, reference_poses
 
-FPS = 25
 MIN_AUDIO_SECONDS = 0.2
 POSE_MODES = ("audio", "still", "video")
 
@@ -231,7 +231,7 @@ class VividTalkPipeline:
             for s in range(0, total, batch_size):
                 verts = plan.vertices[s : s + batch_size]
                 image = m2v.animate(prepared, verts, verts[:, lips, :2], sample=False)["image"]
-                batch = (image.clamp(0, 1) * 255 + 0.5).byte().permute(0, 2, 3, 1).cpu().numpy()
+                batch = frames_uint8(image)
                 bar.update(len(batch))
                 for frame in batch:
                     yield paste_back(frame, src.image, src.box) if plan.full_size else frame
@@ -284,9 +284,9 @@ def generate(audio=None, image=None, output: str | os.PathLike | None = None, we
     if audio is None:
         audio = str(demo_weights_dir() / "speech.wav")
     if image is None:
-        import skimage.data
+        from .face.visualize import default_portrait
 
-        image = skimage.data.astronaut()
+        image = default_portrait()
     if output is not None:
         return pipe.write(audio, image, output, **options)
     return pipe(audio, image, **options)

@@ -19,7 +19,7 @@ from .face.fitting import FaceFitter
 from .face.image import as_rgb_uint8
 from .face.model import FaceModel
 from .face.segmentation import PersonSegmenter, label_masks
-from .face.tracking import MediaPipeTracker
+from .face.tracking import MediaPipeTracker, fill_missing
 
 MAX_SIDE = 4096
 """Images with a longer side are downscaled before anything else (tracking, cropping)."""
@@ -90,6 +90,23 @@ def prepare_source(image: np.ndarray, face: FaceModel, size: int = 256, min_face
                       fit.pose[0].numpy().astype(np.float32), fit.beta[0].numpy().astype(np.float32), masks)
 
 
+def track_and_fit(frames: list[np.ndarray] | np.ndarray, face: FaceModel):
+    """Track a video's face (MediaPipe, faces from 32 px) and fit the face model per frame.
+
+    Returns:
+        (landmarks float32 [T, 478, 3] with NaN rows where no face was found, the
+        :class:`~vividtalk.face.fitting.FitResult` of the tracks with those rows interpolated).
+    Raises:
+        NoFaceError: when no frame has a face.
+    """
+    tracker = MediaPipeTracker(min_face_size=32)
+    try:
+        landmarks = tracker.track_video(frames)
+    finally:
+        tracker.close()
+    return landmarks, FaceFitter(face).fit(fill_missing(landmarks))
+
+
 def reference_poses(frames: list[np.ndarray], face: FaceModel) -> np.ndarray:
     """Head poses of a reference video, float32 [T, 7] in its own pixels (frames without a
     face are interpolated from their neighbours).
@@ -97,11 +114,4 @@ def reference_poses(frames: list[np.ndarray], face: FaceModel) -> np.ndarray:
     Raises:
         NoFaceError: when no frame has a face.
     """
-    from .face.tracking import fill_missing
-
-    tracker = MediaPipeTracker(min_face_size=32)
-    try:
-        tracks = fill_missing(tracker.track_video(frames))  # [T, 478, 3]
-    finally:
-        tracker.close()
-    return FaceFitter(face).fit(tracks).pose.numpy().astype(np.float32)
+    return track_and_fit(frames, face)[1].pose.numpy().astype(np.float32)

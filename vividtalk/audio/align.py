@@ -94,3 +94,18 @@ def check_waveform_batch(wav) -> None:
         raise ValueError(f"expected a waveform tensor of shape [B, N], got {shape}")
     if wav.shape[-1] == 0:
         raise ValueError("empty waveform (N = 0): audio features need at least one sample")
+
+
+def frame_levels_db(wav, frames: int, floor_db: float = -80.0) -> np.ndarray:
+    """RMS level (dBFS) of each video frame's 640 samples: float64 [frames].
+
+    Args:
+        wav: float samples [N] at 16 kHz (np.ndarray or tensor); a short track is zero-padded.
+        floor_db: silence (and anything quieter) reads as this level.
+    """
+    if isinstance(wav, torch.Tensor):
+        wav = wav.detach().cpu().numpy()
+    wav = np.asarray(wav, np.float64)
+    wav = np.pad(wav, (0, max(0, frames * SAMPLES_PER_FRAME - len(wav))))[: frames * SAMPLES_PER_FRAME]
+    rms = np.sqrt(np.mean(wav.reshape(frames, SAMPLES_PER_FRAME) ** 2, axis=1))
+    return 20 * np.log10(np.maximum(rms, 10 ** (floor_db / 20)))

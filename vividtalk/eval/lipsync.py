@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..audio.align import SAMPLES_PER_FRAME
+from ..audio.align import frame_levels_db
 
 # MediaPipe Face Mesh points: inner upper / lower lip, forehead top and chin.
 _UPPER_LIP, _LOWER_LIP, _TOP, _CHIN = 13, 14, 10, 152
@@ -26,9 +26,7 @@ def mouth_opening(landmarks: np.ndarray) -> np.ndarray:
 
 def energy_envelope(wav: np.ndarray, frames: int) -> np.ndarray:
     """Log RMS energy (dB) of each 25 fps frame's 640 samples, float [frames] (silence floored at -80 dB)."""
-    wav = np.pad(np.asarray(wav, np.float64), (0, max(0, frames * SAMPLES_PER_FRAME - len(wav))))
-    rms = np.sqrt(np.mean(wav[: frames * SAMPLES_PER_FRAME].reshape(frames, SAMPLES_PER_FRAME) ** 2, axis=1))
-    return 20 * np.log10(np.maximum(rms, 1e-4))
+    return frame_levels_db(wav, frames, floor_db=-80.0)
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:

@@ -20,10 +20,9 @@ import torch
 
 from ..audio.io import AudioError, load_audio
 from ..data.video import read_frames
-from ..face.fitting import FaceFitter
 from ..face.model import FaceModel
 from ..face.segmentation import face_region
-from ..face.tracking import MediaPipeTracker, fill_missing
+from ..source_face import track_and_fit
 from . import head_motion, lipsync, sharpness
 
 
@@ -46,13 +45,7 @@ class _Tracked:
 
 
 def _track(frames: np.ndarray, face: FaceModel) -> _Tracked:
-    tracker = MediaPipeTracker(min_face_size=32)
-    try:
-        landmarks = tracker.track_video(frames)
-    finally:
-        tracker.close()
-    filled = fill_missing(landmarks)
-    fit = FaceFitter(face).fit(filled)
+    landmarks, fit = track_and_fit(frames, face)
     with torch.no_grad():
         meshes = face.assemble(fit.beta, identity=fit.identity, lip_offsets=fit.lip_offsets)
     return _Tracked(frames, landmarks, fit.pose.numpy(), meshes)

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from ..data import Clip
 from ..data.stage2 import frame_fields
 from .module import Mesh2VideoModule
+from .visualize import frames_uint8
 
 
 def clip_pairs(clip: Clip, frames: list[int], source: int = 0) -> dict[str, torch.Tensor]:
@@ -73,10 +74,7 @@ def self_reenactment(module: Mesh2VideoModule, clips: list[str | os.PathLike], s
 def _identity_sums(identity, images: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
     """Summed dlib distances (output vs real, source vs real) over the pairs where all three
     faces were found, and how many those were (``_scored``)."""
-    def uint8(x: torch.Tensor):
-        return (x.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-
-    out, real, source = uint8(images), uint8(batch["driving"]), uint8(batch["source"])
+    out, real, source = frames_uint8(images), frames_uint8(batch["driving"]), frames_uint8(batch["source"])
     sums = {"identity_distance": 0.0, "identity_distance_source_baseline": 0.0, "_scored": 0.0}
     for o, r, s in zip(out, real, source):
         e_out, e_real, e_src = identity.embed(o), identity.embed(r), identity.embed(s)
