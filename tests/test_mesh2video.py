@@ -12,9 +12,10 @@ from vividtalk.mesh2video.blocks import warp
 from vividtalk.mesh2video.conditioning import (
     gaussian_heatmaps,
     lip_heatmap_difference,
+    compose_texture,
     outer_texture,
-    projected_texture,
 )
+from vividtalk.mesh2video.mesh_flow import MeshFlow
 from vividtalk.mesh2video.discriminator import MultiScaleDiscriminator
 from vividtalk.mesh2video.generator import WarpingGenerator
 from vividtalk.mesh2video.losses import PerceptualLoss, feature_matching_loss, kl_loss
@@ -29,10 +30,10 @@ SIZE, MOTION = 64, 16  # small images for the tests
 pytestmark = pytest.mark.usefixtures("one_thread")  # small networks: fastest, reproducible
 
 
-def small_module(**kwargs) -> Mesh2VideoModule:
+def small_module(mesh_flow: bool = True, **kwargs) -> Mesh2VideoModule:
     torch.manual_seed(0)
     vae = DualBranchMotionVAE(image_size=SIZE, motion_size=MOTION, latent_size=4, channels=16, latent_channels=8,
-                              lip_channels=8, hourglass_channels=8, hourglass_blocks=2)
+                              lip_channels=8, hourglass_channels=8, hourglass_blocks=2, mesh_flow=mesh_flow)
     gen = WarpingGenerator(image_size=SIZE, motion_size=MOTION, channels=16, refine_channels=8)
     disc = MultiScaleDiscriminator(num_scales=2, in_channels=6, channels=8, num_layers=2)
     args = dict(rasterizer="torch", image_every=0, adversarial_start=0)
@@ -78,16 +79,20 @@ def test_projected_texture_composes_ncc_inside_and_outer_region_outside(face_mod
     rasterizer = get_rasterizer("torch")
     outer = outer_texture(pair_batch["source"], pair_batch["source_mask"])
     assert outer[(pair_batch["source_mask"] == 2)[:, None].expand_as(outer)].abs().max() == 0
-    pt, mask = projected_texture(rasterizer, face_model, pair_batch["driving_vertices"], outer)
+    rendered = MeshFlow(face_model).render(rasterizer, pair_batch["driving_vertices"], SIZE)
+    pt, mask = compose_texture(rendered, outer), rendered["face"]
     assert pt.shape == (2, 3, SIZE, SIZE) and mask.shape == (2, 1, SIZE, SIZE)
     outside = (mask == 0).expand_as(pt)
     torch.testing.assert_close(pt[outside], outer[outside])
     from vividtalk.face.visualize import render_ncc
 
     ncc, ncc_mask = render_ncc(face_model, pair_batch["driving_vertices"], SIZE, SIZE, rasterizer)
-    inside = (mask == 1).expand_as(pt)
-    torch.testing.assert_close(pt[inside], ncc.permute(0, 3, 1, 2)[inside])
-    torch.testing.assert_close(mask, ncc_mask.permute(0, 3, 1, 2))
+    # The hole-closed mesh's rendering without its fans is the open mesh's rendering (a fan may
+    # hide a few pixels of the mesh behind it).
+    ncc_mask = ncc_mask.permute(0, 3, 1, 2)
+    both = (mask == 1) & (ncc_mask == 1)
+    assert (mask != ncc_mask).float().mean() < 0.005
+    torch.testing.assert_close(pt[both.expand_as(pt)], ncc.permute(0, 3, 1, 2)[both.expand_as(pt)])
     # The rendered face and the clip's face label agree (same mesh).
     face = pair_batch["driving_mask"] == 2
     m = mask[:, 0] > 0
@@ -115,7 +120,7 @@ def test_zero_flow_and_full_visibility_is_the_identity_warp():
 def test_motion_vae_outputs_and_occlusion_range():
     torch.manual_seed(0)
     vae = DualBranchMotionVAE(image_size=SIZE, motion_size=MOTION, latent_size=4, channels=16, latent_channels=8,
-                              lip_channels=8, hourglass_channels=8, hourglass_blocks=2)
+                              lip_channels=8, hourglass_channels=8, hourglass_blocks=2, mesh_flow=False)
     pt = torch.rand(2, 3, SIZE, SIZE)
     heat = torch.randn(2, 40, MOTION, MOTION)
     out = vae.eval()(pt, pt.flip(-1), heat)
@@ -215,10 +220,12 @@ def test_an_untrained_model_starts_near_the_source_frame(pair_batch):
     assert (out["image"] - pair_batch["source"]).abs().mean() < 0.05
 
 
-def test_a_few_hundred_steps_overfit_one_pair(pair_batch):
-    """The generator side alone (no adversary) on one pair: starting from the source frame (the
-    baseline), L_perc (fallback) falls below 55 % of its start."""
-    module = small_module(adversarial_weight=0.0)
+@pytest.mark.parametrize("mesh_flow, fraction", [(False, 0.55), (True, 0.75)])
+def test_a_few_hundred_steps_overfit_one_pair(pair_batch, mesh_flow, fraction):
+    """The generator side alone (no adversary) on one pair: L_perc (fallback) falls below a
+    fraction of its start: the source frame for the paper-literal variant, the source warped by
+    the mesh flow (already close: a synthetic frame is a mesh-driven warp) with it."""
+    module = small_module(adversarial_weight=0.0, mesh_flow=mesh_flow)
     params = list(module.motion_vae.parameters()) + list(module.generator.parameters())
     opt = torch.optim.Adam(params, lr=2e-3)
     batch = {k: v[:1] for k, v in pair_batch.items()}
@@ -230,7 +237,7 @@ def test_a_few_hundred_steps_overfit_one_pair(pair_batch):
         loss["loss"].backward()
         opt.step()
         losses.append(loss["perceptual"].item())
-    assert min(losses[-10:]) < 0.55 * losses[0], (losses[0], min(losses[-10:]))
+    assert min(losses[-10:]) < fraction * losses[0], (losses[0], min(losses[-10:]))
 
 
 def test_self_reenactment_scores_the_clip_against_the_source_baseline(tiny_synth_corpus):
@@ -254,12 +261,12 @@ def test_self_reenactment_scores_the_clip_against_the_source_baseline(tiny_synth
     face = (batch["driving_mask"] == 2)[:, None].float()
     assert result["psnr_source_baseline"] == pytest.approx(float(psnr(batch["source"], batch["driving"], face).mean()),
                                                            rel=1e-5)
-    # Untrained, the model returns (nearly) the source frame: it scores (nearly) the baseline,
-    # identity included (the synthetic clips are one person: well below dlib's 0.6).
-    assert abs(result["psnr"] - result["psnr_source_baseline"]) < 1.5
+    # Untrained, the model returns the source warped by the mesh flow: the synthetic frames are
+    # mesh-driven warps of one photo, so it beats the source frame by far, and keeps the person.
+    assert result["psnr"] > result["psnr_source_baseline"] + 3.0
     assert result["frames_without_face"] == 0
     assert result["identity_distance"] < 0.6
-    assert result["identity_distance"] == pytest.approx(result["identity_distance_source_baseline"], abs=0.1)
+    assert result["identity_distance"] < result["identity_distance_source_baseline"] + 0.05
 
 
 def test_a_prepared_source_drives_a_batch_like_pairs_do(pair_batch):

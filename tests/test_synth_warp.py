@@ -18,10 +18,9 @@ from data_prep.synth.warp import (
     FACE,
     HAIR_TORSO,
     PhotoWarper,
-    close_holes,
-    hole_loops,
-    similarity_2d,
 )
+from vividtalk.face.holes import close_holes, hole_loops
+from vividtalk.face.pose import similarity_2d
 from vividtalk.face import FaceFitter, clip_crop_box, crop_image
 from vividtalk.face.segmentation import face_region, label_masks, person_mask
 from vividtalk.face.topology import mesh_edges, points_in_polygon
@@ -95,7 +94,7 @@ def test_similarity_2d_recovers_a_known_transform():
     angle, scale, shift = 0.3, 1.2, np.array([5.0, -3.0])
     rot = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     dst = src @ rot.T + shift
-    mat = similarity_2d(src, dst)
+    mat = similarity_2d(torch.from_numpy(src), torch.from_numpy(dst)).numpy()
     assert np.allclose(mat[:, :, :2], rot, atol=1e-9) and np.allclose(mat[:, :, 2], shift, atol=1e-9)
 
 

@@ -60,11 +60,14 @@ def bench_audio2mesh(device: str = "cpu", repeats: int = 5, batch_size: int = 1,
             **environment()}
 
 
-def bench_mesh2video(device: str = "cpu", repeats: int = 10, batch_size: int = 1, size: str = "default") -> dict:
-    """Stage 2: ms per 256x256 frame (conditioning, motion VAE, generator), parameters, GFLOPs."""
+def bench_mesh2video(device: str = "cpu", repeats: int = 10, batch_size: int = 1, size: str = "default",
+                     mesh_flow: bool = True) -> dict:
+    """Stage 2: ms per 256x256 frame (conditioning, motion VAE, generator), parameters, GFLOPs;
+    ``mesh_flow=False``: the paper-literal variant."""
     from .mesh2video.bench import bench_mesh2video as run
 
-    return {**run(device=device, repeats=repeats, batch_size=batch_size, size=size), **environment()}
+    return {**run(device=device, repeats=repeats, batch_size=batch_size, size=size, mesh_flow=mesh_flow),
+            **environment()}
 
 
 def bench_generate(device: str = "cpu", repeats: int = 1, batch_size: int = 8, seconds: float = 10.0,

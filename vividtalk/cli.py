@@ -26,6 +26,8 @@ def _bench(args: argparse.Namespace) -> int:
     for key in ("repeats", "batch_size", "size", "seconds", "weights"):
         if getattr(args, key):
             kwargs[key] = getattr(args, key)
+    if args.no_mesh_flow:
+        kwargs["mesh_flow"] = False
     print(run_benchmark(args.name, as_json=args.json, **kwargs))
     return 0
 
@@ -162,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--size", default="", help="network size: audio2mesh demo (default) or paper; mesh2video default or large")
     bench.add_argument("--seconds", type=float, default=0.0, help="audio length (audio2mesh, generate; default 10)")
     bench.add_argument("--weights", default="", help="generate: a saved pipeline (default: the demo weights)")
+    bench.add_argument("--no-mesh-flow", action="store_true", help="mesh2video: the paper-literal variant (ablation)")
     bench.set_defaults(func=_bench)
     save = sub.add_parser("save-pipeline", help="three stage checkpoints (vividtalk fit) -> a pipeline directory")
     save.add_argument("--audio2mesh", required=True, help="stage 1 checkpoint (stages/audio2mesh.yaml)")

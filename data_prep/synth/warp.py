@@ -40,6 +40,8 @@ from scipy import ndimage
 
 from vividtalk.face import FaceModel
 from vividtalk.face.fitting import rigid_vertices
+from vividtalk.face.pose import similarity_2d as _similarity_2d
+from vividtalk.face.holes import add_hole_centres, close_holes, hole_loops, loop_width, mouth_opening
 from vividtalk.render import Rasterizer, get_rasterizer, image_to_clip
 
 BACKGROUND, HAIR_TORSO, FACE = 0, 1, 2
@@ -51,64 +53,7 @@ _TEETH = np.array([226.0, 218.0, 200.0], np.float32)
 _TONGUE = np.array([165.0, 72.0, 78.0], np.float32)
 
 
-# ----------------------------------------------------------------------------- topology
-def hole_loops(model: FaceModel) -> list[np.ndarray]:
-    """Ordered vertex loops of the mesh holes: right eye, left eye, inner mouth.
-
-    Each loop is the upper contour (corner to corner) followed by the lower contour walked
-    back, without repeating the corners: int64 [n] vertex indices.
-    """
-    loops = []
-    for upper, lower in (("right_eye_upper", "right_eye_lower"),
-                         ("left_eye_upper", "left_eye_lower"),
-                         ("lips_inner_upper", "lips_inner_lower")):
-        up, low = model.regions[upper], model.regions[lower]
-        loops.append(np.concatenate([up, low[::-1][1:-1]]).astype(np.int64))
-    return loops
-
-
-def close_holes(triangles: np.ndarray, loops: list[np.ndarray], num_vertices: int) -> np.ndarray:
-    """Close each hole with a fan around a new centre vertex (index ``num_vertices + h``).
-
-    Args:
-        triangles: int [F, 3] mesh triangles.
-        loops: H ordered vertex loops (see :func:`hole_loops`).
-        num_vertices: V, the number of mesh vertices.
-    Returns:
-        int64 [F + sum(len(loop)), 3]: the mesh triangles, then each hole's fan in order.
-    """
-    fans = [np.asarray(triangles, np.int64)]
-    for h, loop in enumerate(loops):
-        centre = np.full(len(loop), num_vertices + h)
-        fans.append(np.stack([loop, np.roll(loop, -1), centre], 1))
-    return np.concatenate(fans)
-
-
-def add_hole_centres(vertices: torch.Tensor, loops: list[np.ndarray]) -> torch.Tensor:
-    """Append each hole's centre (mean of its loop): float [..., V, C] -> [..., V + H, C]."""
-    centres = [vertices[..., torch.as_tensor(loop), :].mean(-2, keepdim=True) for loop in loops]
-    return torch.cat([vertices] + centres, -2)
-
-
 # ----------------------------------------------------------------------------- geometry
-def similarity_2d(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares 2-D similarity mapping ``src`` points onto ``dst`` points.
-
-    Args:
-        src, dst: float [T, N, 2] corresponding points (pixels).
-    Returns:
-        float64 [T, 2, 3] affine matrices A with dst ~= A[:, :2] @ src + A[:, 2].
-    """
-    zs = src[..., 0] + 1j * src[..., 1]  # complex form: a similarity is z -> a z + b
-    zd = dst[..., 0] + 1j * dst[..., 1]
-    ms, md = zs.mean(-1, keepdims=True), zd.mean(-1, keepdims=True)
-    a = ((zd - md) * np.conj(zs - ms)).sum(-1) / (np.abs(zs - ms) ** 2).sum(-1)  # [T]
-    b = md[:, 0] - a * ms[:, 0]
-    row0 = np.stack([a.real, -a.imag, b.real], -1)
-    row1 = np.stack([a.imag, a.real, b.imag], -1)
-    return np.stack([row0, row1], 1)
-
-
 def similarity_displacement(mat: np.ndarray, grid: np.ndarray) -> np.ndarray:
     """Displacement ``A p - p`` of an affine map float [2, 3] at pixel centres float32
     [H, W, 2] (a regular grid, so rows and columns broadcast): float32 [H, W, 2]."""
@@ -116,24 +61,6 @@ def similarity_displacement(mat: np.ndarray, grid: np.ndarray) -> np.ndarray:
     dx = (mat[0, 0] - 1.0) * x + mat[0, 1] * y + mat[0, 2]
     dy = mat[1, 0] * x + (mat[1, 1] - 1.0) * y + mat[1, 2]
     return np.stack(np.broadcast_arrays(dx, dy), -1).astype(np.float32)
-
-
-def loop_width(vertices: np.ndarray, loop: np.ndarray) -> float:
-    """Corner-to-corner width (pixels) of a hole loop starting at a corner: the largest
-    distance from ``loop[0]`` (rotation-invariant). vertices: float [V, 2+]; loop: int [n]."""
-    p = np.asarray(vertices, np.float64)[loop, :2]
-    return float(np.linalg.norm(p - p[0], axis=1).max())
-
-
-def mouth_opening(vertices: np.ndarray, loop: np.ndarray) -> float:
-    """Mean gap of the inner-lip loop in pixels: polygon area / corner-to-corner width.
-
-    Args:
-        vertices: float [V, 2+] image-space vertices; loop: int [n] inner-lip loop.
-    """
-    p = np.asarray(vertices, np.float64)[loop, :2]
-    area = 0.5 * abs(float(np.dot(p[:, 0], np.roll(p[:, 1], -1)) - np.dot(p[:, 1], np.roll(p[:, 0], -1))))
-    return area / (loop_width(vertices, loop) + 1e-6)
 
 
 def smoothstep(x: np.ndarray) -> np.ndarray:
@@ -431,7 +358,8 @@ class PhotoWarper:
         if not face.any():  # the face left the frame: nothing drives the rest
             source_xy = self.grid.copy()
         else:
-            sim = similarity_2d(target[None, self.rigid, :2], self.source[None, self.rigid, :2])[0]
+            sim = _similarity_2d(torch.from_numpy(target[self.rigid, :2]).double(),
+                                 torch.from_numpy(self.source[self.rigid, :2]).double()).numpy()
             sim_disp = similarity_displacement(sim, self.grid)
             disp, dist = outside_displacement(face, face_xy - self.grid, sim_disp, self.hair_sigma,
                                               self.residual_sigma, self.smooth_sigma)

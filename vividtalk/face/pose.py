@@ -81,3 +81,21 @@ def procrustes(
     scale = (sig * d).sum(-1) / var_s
     trans = mu_t[..., 0, :] - scale[..., None] * torch.einsum("...ij,...j->...i", rot, mu_s[..., 0, :])
     return torch.cat([matrix_to_euler(rot), trans, scale[..., None]], -1)
+
+
+def similarity_2d(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Least-squares 2-D similarity (rotation, uniform scale, translation) mapping points.
+
+    Args:
+        source, target: float [..., N, 2] corresponding points (e.g. pixels).
+    Returns:
+        float [..., 2, 3] affine matrices A with ``target ~= A[..., :2] @ source + A[..., 2]``.
+    """
+    zs = torch.complex(source[..., 0].double(), source[..., 1].double())  # a similarity is z -> a z + b
+    zt = torch.complex(target[..., 0].double(), target[..., 1].double())
+    ms, mt = zs.mean(-1, keepdim=True), zt.mean(-1, keepdim=True)
+    a = ((zt - mt) * (zs - ms).conj()).sum(-1) / (zs - ms).abs().pow(2).sum(-1)  # [...]
+    b = mt[..., 0] - a * ms[..., 0]
+    row0 = torch.stack([a.real, -a.imag, b.real], -1)
+    row1 = torch.stack([a.imag, a.real, b.imag], -1)
+    return torch.stack([row0, row1], -2).to(source.dtype)

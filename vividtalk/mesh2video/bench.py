@@ -48,8 +48,10 @@ def _batch(face, batch_size: int, device: torch.device) -> dict:
     }
 
 
-def bench_mesh2video(device: str = "cpu", repeats: int = 10, batch_size: int = 1, size: str = "default") -> dict:
-    """Median ms per frame (and per stage) of stage 2 at 256x256 for ``batch_size`` pairs."""
+def bench_mesh2video(device: str = "cpu", repeats: int = 10, batch_size: int = 1, size: str = "default",
+                     mesh_flow: bool = True) -> dict:
+    """Median ms per frame (and per stage) of stage 2 at 256x256 for ``batch_size`` pairs;
+    ``mesh_flow=False`` times the paper-literal variant (the mesh flow's cost is the difference)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from .generator import WarpingGenerator
@@ -60,7 +62,7 @@ def bench_mesh2video(device: str = "cpu", repeats: int = 10, batch_size: int = 1
         raise ValueError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
     dev = torch.device(device)
     torch.manual_seed(0)
-    module = Mesh2VideoModule(DualBranchMotionVAE(**SIZES[size]["motion_vae"]),
+    module = Mesh2VideoModule(DualBranchMotionVAE(**SIZES[size]["motion_vae"], mesh_flow=mesh_flow),
                               WarpingGenerator(**SIZES[size]["generator"])).to(dev).eval()  # inference: no discriminator
     batch = _batch(module.face, batch_size, dev)
     parts = {}
@@ -76,8 +78,11 @@ def bench_mesh2video(device: str = "cpu", repeats: int = 10, batch_size: int = 1
     def run(prepared: dict) -> torch.Tensor:
         t0 = time.perf_counter()
         cond = module.condition(prepared, batch["driving_vertices"], batch["driving_lips"])
+        sync()
         t1 = time.perf_counter()
-        motion = module.motion_vae(cond["pt_source"], cond["pt_driving"], cond["lip_heatmaps"], sample=False)
+        motion = module.motion_vae(cond["pt_source"], cond["pt_driving"], cond["lip_heatmaps"], sample=False,
+                                   mesh_flow=cond.get("mesh_flow"), warped_source=cond.get("warped_source"),
+                                   paint=cond.get("paint"))
         sync()
         t2 = time.perf_counter()
         b = len(motion["flow"])
@@ -110,7 +115,7 @@ def bench_mesh2video(device: str = "cpu", repeats: int = 10, batch_size: int = 1
     ms = 1000.0 * statistics.median(totals) / batch_size
     params = sum(p.numel() for m in (module.motion_vae, module.generator) for p in m.parameters())
     return {
-        "benchmark": "mesh2video", "device": str(dev), "size": size, "resolution": [256, 256],
+        "benchmark": "mesh2video", "device": str(dev), "size": size, "mesh_flow": mesh_flow, "resolution": [256, 256],
         "batch_size": batch_size, "ms_per_frame": ms, "frames_per_second": 1000.0 / ms,
         **{f"ms_per_frame_{k}": 1000.0 * statistics.median(v) / batch_size for k, v in parts.items()},
         "ms_prepare_source": 1000.0 * statistics.median(prepare_times),

@@ -7,6 +7,8 @@ inference on one frame).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -82,6 +84,32 @@ def identity_grid(height: int, width: int, device: torch.device, dtype: torch.dt
     return torch.stack([grid_x, grid_y], dim=-1)[None]  # [1, H, W, 2]
 
 
+def resize_bilinear(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """``F.interpolate(x, size, mode="bilinear", align_corners=False)`` of float [B, C, h, w]
+    as two matrix products with cached 1-D weights: several times faster on a CPU for the
+    few-channel maps (flows, masks) that stage 2 resizes. Returns float [B, C, H, W]."""
+    h, w = (size, size) if isinstance(size, int) else size
+    if (h, w) == tuple(x.shape[-2:]):
+        return x
+    rows = _bilinear_matrix(h, x.shape[-2], x.device, x.dtype)
+    cols = _bilinear_matrix(w, x.shape[-1], x.device, x.dtype)
+    return rows @ x @ cols.T
+
+
+@functools.lru_cache(maxsize=32)
+def _bilinear_matrix(n_out: int, n_in: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """float [n_out, n_in]: 1-D linear resampling weights with ``align_corners=False`` and the
+    edges clamped (PyTorch's bilinear convention, no antialiasing)."""
+    x = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * (n_in / n_out) - 0.5).clamp(min=0.0)
+    lo = x.floor().long().clamp(max=n_in - 1)
+    hi = (lo + 1).clamp(max=n_in - 1)
+    w = x - lo
+    m = torch.zeros(n_out, n_in, dtype=torch.float64)
+    m.index_put_((torch.arange(n_out), lo), 1.0 - w, accumulate=True)
+    m.index_put_((torch.arange(n_out), hi), w, accumulate=True)
+    return m.to(device=device, dtype=dtype)
+
+
 def warp(features: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """Backward warp: output pixel p samples ``features`` at p + flow(p).
 
@@ -92,7 +120,6 @@ def warp(features: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
         float [B, C, H, W] (bilinear, border padding); zero flow returns ``features`` exactly.
     """
     b, _, h, w = features.shape
-    if flow.shape[-2:] != (h, w):
-        flow = F.interpolate(flow, size=(h, w), mode="bilinear", align_corners=False)
+    flow = resize_bilinear(flow, (h, w))
     grid = identity_grid(h, w, features.device, features.dtype) + flow.permute(0, 2, 3, 1)  # [B, H, W, 2]
     return F.grid_sample(features, grid, mode="bilinear", padding_mode="border", align_corners=False)

@@ -1,7 +1,9 @@
 """Conditioning of stage 2 (Mesh-to-Video): projected textures and lip heatmaps.
 
-- The projected texture (VividTalk, DESIGN.md section 5): the driven mesh rendered with the
-  z-buffer in its NCC colours gives ``PT_in``; the outer region (hair, torso, background)
+- The projected texture (VividTalk, docs/architecture.md, stage 2): the driven mesh rendered
+  with the z-buffer in its NCC colours (:meth:`MeshFlow.render
+  <vividtalk.mesh2video.mesh_flow.MeshFlow.render>`, the same rasterisation that gives the mesh
+  flow) gives ``PT_in``; the outer region (hair, torso, background)
   gives ``PT_out``; ``PT = PT_in * M + PT_out * (1 - M)`` with ``M`` the rendered face mask.
   The outer texture always comes from the *source* frame (at inference there is no driving
   frame): the source pixels outside the source's face label, so that source and driving
@@ -13,8 +15,6 @@ from __future__ import annotations
 
 import torch
 
-from ..face.model import FaceModel
-from ..render import Rasterizer, render_attributes
 
 FACE_LABEL = 2
 """Label of the face region in a clip's masks (0 background, 1 hair/torso, 2 face)."""
@@ -31,24 +31,12 @@ def outer_texture(image: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return image * (labels != FACE_LABEL)[:, None].to(image.dtype)
 
 
-def projected_texture(
-    rasterizer: Rasterizer, face: FaceModel, vertices: torch.Tensor, outer: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``PT = PT_in * M + PT_out * (1 - M)`` for meshes in crop pixels.
-
-    Args:
-        rasterizer: any :class:`~vividtalk.render.Rasterizer` backend.
-        face: the face model (triangles, NCC colours).
-        vertices: float [B, V, 3] image-space vertices of the crop (x, y pixels, z depth).
-        outer: ``PT_out`` float [B, 3, H, W] (:func:`outer_texture` of the source frame).
-    Returns:
-        (PT float [B, 3, H, W], M float [B, 1, H, W] in {0, 1}), on ``vertices``' device.
-    """
-    b, _, h, w = outer.shape
-    colors = face.ncc_colors().to(vertices)[None].expand(b, -1, -1)  # [B, V, 3]
-    image, mask = render_attributes(rasterizer, vertices, face.triangles.to(vertices.device), colors, h, w)
-    pt_in, m = image.permute(0, 3, 1, 2), mask.permute(0, 3, 1, 2)  # [B, 3, H, W], [B, 1, H, W]
-    return pt_in * m + outer * (1.0 - m), m
+def compose_texture(rendered: dict[str, torch.Tensor], outer: torch.Tensor) -> torch.Tensor:
+    """``PT = PT_in * M + PT_out * (1 - M)`` from a :meth:`MeshFlow.render
+    <vividtalk.mesh2video.mesh_flow.MeshFlow.render>` (``ncc``, ``face``) and ``PT_out``
+    float [B, 3, H, W]: float [B, 3, H, W]."""
+    m = rendered["face"]
+    return rendered["ncc"] * m + outer * (1.0 - m)
 
 
 def gaussian_heatmaps(points: torch.Tensor, size: int, image_size: int, sigma: float = 1.5) -> torch.Tensor:

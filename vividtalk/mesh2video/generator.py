@@ -17,10 +17,9 @@ low-resolution features, and zero flow with full visibility returns the referenc
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .blocks import ConvBlock, ResBlock, warp
+from .blocks import ConvBlock, ResBlock, resize_bilinear, warp
 
 
 class WarpingGenerator(nn.Module):
@@ -79,5 +78,5 @@ class WarpingGenerator(nn.Module):
         features = warp(features, flow) * occlusion
         painted = torch.sigmoid(self.out(self.decoder(features)))  # [B, 3, H, W]
         warped = warp(reference, flow)  # [B, 3, H, W]
-        visible = F.interpolate(occlusion, size=reference.shape[-2:], mode="bilinear", align_corners=False)
+        visible = resize_bilinear(occlusion, tuple(reference.shape[-2:]))
         return {"image": visible * warped + (1.0 - visible) * painted, "warped": warped, "painted": painted}

@@ -25,9 +25,11 @@ from pytorch_lightning.cli import OptimizerCallable
 from ..eval.image import psnr, ssim
 from ..face.model import FaceModel
 from ..render import get_rasterizer
-from .conditioning import FACE_LABEL, gaussian_heatmaps, outer_texture, projected_texture
+from .blocks import warp
+from .conditioning import FACE_LABEL, compose_texture, gaussian_heatmaps, outer_texture
 from .discriminator import MultiScaleDiscriminator
 from .generator import WarpingGenerator
+from .mesh_flow import MeshFlow
 from .losses import PerceptualLoss, discriminator_loss, feature_matching_loss, generator_adversarial_loss, kl_loss
 from .motion_vae import DualBranchMotionVAE
 from .visualize import flow_to_rgb
@@ -86,6 +88,7 @@ class Mesh2VideoModule(pl.LightningModule):
         self.rasterizer_name, self.image_every = rasterizer, image_every
         self._rasterizers: dict = {}  # device -> backend
         self.face = FaceModel.load(face_model) if face_model else FaceModel.default()
+        self.mesh = MeshFlow(self.face)
 
     # ------------------------------------------------------------------ forward
     def prepare_source(self, source: torch.Tensor, source_mask: torch.Tensor, source_vertices: torch.Tensor,
@@ -97,14 +100,15 @@ class Mesh2VideoModule(pl.LightningModule):
             source_vertices: [B, V, 3] crop-space mesh; source_lips: [B, N, 2] lip landmarks (pixels).
         Returns:
             dict with ``source``, ``outer`` (``PT_out`` [B, 3, H, W]), ``pt_source`` [B, 3, H, W],
-            ``source_heatmaps`` [B, N, m, m] and ``features`` (the generator's encoding [B, C, m, m]).
+            ``source_heatmaps`` [B, N, m, m], ``features`` (the generator's encoding [B, C, m, m])
+            and ``mesh`` (:meth:`MeshFlow.prepare <vividtalk.mesh2video.mesh_flow.MeshFlow.prepare>`).
         """
-        rasterizer = self.rasterizer(source.device)
         outer = outer_texture(source, source_mask)
-        pt_source, _ = projected_texture(rasterizer, self.face, source_vertices, outer)
+        rendered = self.mesh.render(self.rasterizer(source.device), source_vertices, source.shape[-1])
         heat = gaussian_heatmaps(source_lips, self.motion_vae.motion_size, source.shape[-1], self.heatmap_sigma)
-        return {"source": source, "outer": outer, "pt_source": pt_source, "source_heatmaps": heat,
-                "features": self.generator.encode(source)}
+        return {"source": source, "outer": outer, "pt_source": compose_texture(rendered, outer),
+                "source_heatmaps": heat, "features": self.generator.encode(source),
+                "mesh": self.mesh.prepare(source_vertices, source_mask)}
 
     def condition(self, prepared: dict, driving_vertices: torch.Tensor,
                   driving_lips: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -115,15 +119,23 @@ class Mesh2VideoModule(pl.LightningModule):
                 source between all driving frames).
         Returns:
             dict with ``pt_source`` / ``pt_driving`` [B, 3, H, W], ``driving_face`` [B, 1, H, W]
-            (the rendered face mask of the driving mesh) and ``lip_heatmaps`` [B, N, m, m].
+            (the rendered face mask of the driving mesh), ``lip_heatmaps`` [B, N, m, m] and,
+            with the mesh flow, ``mesh_flow`` [B, 2, H, W], ``warped_source`` [B, 3, H, W] (the
+            source warped by it) and ``paint`` [B, 1, H, W] (the mouth interior to paint).
         """
         b = len(driving_vertices)
         outer = prepared["outer"].expand(b, -1, -1, -1)
-        pt_driving, face = projected_texture(self.rasterizer(outer.device), self.face, driving_vertices, outer)
+        source_vertices = prepared["mesh"]["vertices"].expand(b, -1, -1)
+        rendered = self.mesh.render(self.rasterizer(outer.device), driving_vertices, outer.shape[-1], source_vertices)
         size = self.motion_vae.motion_size
         heat = gaussian_heatmaps(driving_lips, size, outer.shape[-1], self.heatmap_sigma) - prepared["source_heatmaps"]
-        return {"pt_source": prepared["pt_source"].expand(b, -1, -1, -1), "pt_driving": pt_driving,
-                "driving_face": face, "lip_heatmaps": heat}
+        cond = {"pt_source": prepared["pt_source"].expand(b, -1, -1, -1), "pt_driving": compose_texture(rendered, outer),
+                "driving_face": rendered["face"], "lip_heatmaps": heat}
+        if self.motion_vae.uses_mesh_flow:
+            mesh = self.mesh.flow(rendered, prepared["mesh"], driving_vertices)
+            cond.update(mesh_flow=mesh["flow"], paint=mesh["paint"],
+                        warped_source=warp(prepared["source"].expand(b, -1, -1, -1), mesh["flow"]))
+        return cond
 
     def rasterizer(self, device: torch.device):
         """The rasterizer backend for ``device``, chosen once per device (``get_rasterizer``)."""
@@ -147,7 +159,8 @@ class Mesh2VideoModule(pl.LightningModule):
         """Driven frames for a prepared source (:meth:`prepare_source`) and driving meshes [B, V, 3],
         lips [B, N, 2]; the per-frame part of :meth:`forward`, same outputs."""
         cond = self.condition(prepared, driving_vertices, driving_lips)
-        motion = self.motion_vae(cond["pt_source"], cond["pt_driving"], cond["lip_heatmaps"], lip_scale, sample)
+        motion = self.motion_vae(cond["pt_source"], cond["pt_driving"], cond["lip_heatmaps"], lip_scale, sample,
+                                 cond.get("mesh_flow"), cond.get("warped_source"), cond.get("paint"))
         b = len(driving_vertices)
         out = self.generator(prepared["source"].expand(b, -1, -1, -1), motion["flow"], motion["occlusion"],
                              prepared["features"].expand(b, -1, -1, -1))
