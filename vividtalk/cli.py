@@ -2,6 +2,7 @@
 
 Commands:
   generate        audio + one face image -> a talking-head mp4 (``vividtalk generate --help``)
+  reenact         drive a photo (default: the video's first frame) by the face tracked in a video
   fit / validate / test / predict   train and evaluate a stage with the Lightning CLI
                   (``vividtalk fit --config stages/audio2mesh.yaml --data.root CORPUS``)
   eval VIDEO...   score videos (lip sync, identity, image quality, head motion) -> JSON report
@@ -66,6 +67,34 @@ def _add_generate(sub) -> None:
     gen.add_argument("--batch-size", type=int, default=8, help="frames rendered at a time (default 8)")
     gen.add_argument("--quiet", action="store_true", help="no progress bars")
     gen.set_defaults(func=_generate)
+
+
+def _reenact(args: argparse.Namespace) -> int:
+    import time
+
+    from .pipeline import VividTalkPipeline
+
+    start = time.perf_counter()
+    pipe = VividTalkPipeline.from_pretrained(args.weights, device=args.device)
+    path = pipe.reenact(args.video, args.image, output=args.output, batch_size=args.batch_size,
+                        progress=not args.quiet, output_size=args.size, expression_scale=args.expression_scale)
+    print(f"wrote {path} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _add_reenact(sub) -> None:
+    re = sub.add_parser("reenact", help="drive a photo by the face in a video (default: the video's first frame)")
+    re.add_argument("--video", required=True, help="the driving video (its audio, if any, is muxed in)")
+    re.add_argument("--image", help="the photo to drive (default: the video's first frame: self-reenactment)")
+    re.add_argument("--output", required=True, help="output .mp4 (its directory must exist)")
+    re.add_argument("--weights", help="a saved pipeline directory (default: the packaged demo weights)")
+    re.add_argument("--expression-scale", type=float, default=1.0, help="scale of the expression changes (default 1)")
+    re.add_argument("--size", choices=["crop", "full"], default="crop",
+                    help="256x256 face crop (default) or the crop pasted back into the full image")
+    re.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    re.add_argument("--batch-size", type=int, default=8, help="frames rendered at a time (default 8)")
+    re.add_argument("--quiet", action="store_true", help="no progress bars")
+    re.set_defaults(func=_reenact)
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -150,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_generate(sub)
+    _add_reenact(sub)
     _add_eval(sub)
     for name in LIGHTNING_COMMANDS:  # parsed by the Lightning CLI (see `vividtalk fit --help`)
         sub.add_parser(name, help=f"{name} a stage with the Lightning CLI (--config stages/<stage>.yaml)",

@@ -167,3 +167,17 @@ def apply_controls(beta: torch.Tensor, lip_offsets: torch.Tensor, gate: torch.Te
     else:
         beta[..., blink_index] = torch.maximum(beta[..., blink_index], blinks.to(beta)[None, :, None])
     return (beta * expression_scale).clamp(0.0, 1.0), lip_offsets * expression_scale
+
+
+def relative_expression(beta: torch.Tensor, lip_offsets: torch.Tensor, source_beta: torch.Tensor,
+                        source_lips: torch.Tensor, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A tracked video's expression carried over to a source: its change since the video's
+    first frame, times ``scale``, added to the source's own expression (blendshapes kept in [0, 1]).
+
+    Args:
+        beta: [T, K] and lip_offsets: [T, L, 3] of the video; source_beta: [K]; source_lips: [L, 3].
+    Returns:
+        (beta [T, K], lip offsets [T, L, 3]); frame 0 is the source's expression exactly.
+    """
+    return ((source_beta + scale * (beta - beta[:1])).clamp(0.0, 1.0),
+            source_lips + scale * (lip_offsets - lip_offsets[:1]))

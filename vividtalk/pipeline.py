@@ -49,7 +49,7 @@ class VividTalkOutput:
 
     Attributes:
         frames: uint8 [T, H, W, 3]; fps: frames per second (25).
-        audio: float32 [N] 16 kHz mono (the input audio).
+        audio: float32 [N] 16 kHz mono (the input audio; None for a reenactment of a silent video).
         vertices: float32 [T, V, 3] the driving meshes in crop pixels.
         poses: float32 [T, 7] head poses (pitch, yaw, roll, tx, ty, tz, scale).
         beta: float32 [T, K] blendshape coefficients.
@@ -57,7 +57,7 @@ class VividTalkOutput:
 
     frames: np.ndarray
     fps: int
-    audio: np.ndarray
+    audio: np.ndarray | None
     vertices: np.ndarray
     poses: np.ndarray
     beta: np.ndarray
@@ -76,7 +76,7 @@ class GenerationPlan:
     source and the driving motion; :meth:`VividTalkPipeline.frames` renders it."""
 
     source: SourceFace
-    audio: np.ndarray
+    audio: np.ndarray | None
     vertices: torch.Tensor  # [T, V, 3] crop pixels
     poses: torch.Tensor  # [T, 7]
     beta: torch.Tensor  # [T, K]
@@ -194,6 +194,62 @@ class VividTalkPipeline:
         face = self.face.to(dev)
         vertices = face.assemble(beta[0], identity=identity, lip_offsets=lips[0], pose=poses[0])  # [T, V, 3]
         return GenerationPlan(source, wav, vertices, poses[0], beta[0], output_size == "full", clock.seconds)
+
+    @torch.no_grad()
+    def plan_reenactment(self, video: str | os.PathLike, image=None, output_size: str = "crop",
+                         expression_scale: float = 1.0, progress: bool = False) -> GenerationPlan:
+        """Video-driven reenactment: the source photo (None: the video's first frame, which makes
+        it self-reenactment) driven by the expression, lip motion and head motion tracked in
+        ``video``, each relative to the video's first frame; the video's audio when it has any.
+
+        Raises:
+            VideoError: unreadable video; NoFaceError: no face in the video or the photo.
+        """
+        from .data.video import VideoError, iter_frames
+        from .source_face import track_and_fit
+
+        if output_size not in ("crop", "full"):
+            raise ValueError(f"output_size must be 'crop' or 'full', got {output_size!r}")
+        if not Path(video).is_file():
+            raise VideoError(f"driving video not found: {video}")
+        clock = _Clock()
+        frames = list(tqdm(iter_frames(video, fps=FPS), desc="reading the driving video", unit="frame",
+                           disable=not progress))
+        if not frames:
+            raise VideoError(f"the driving video has no frames: {video}")
+        source = prepare_source(frames[0] if image is None else _read_image(image), self.face)
+        clock.lap("source")
+        _, fit = track_and_fit(frames, self.face)
+        dev = self.device
+        beta, lips = motion.relative_expression(fit.beta.to(dev), fit.lip_offsets.to(dev),
+                                                torch.from_numpy(source.beta).to(dev),
+                                                torch.from_numpy(source.lip_offsets).to(dev), expression_scale)
+        poses = motion.copied_poses(fit.pose.numpy(), torch.from_numpy(source.pose).to(dev)[None], len(frames))[0]
+        identity = torch.from_numpy(source.identity).to(dev)
+        vertices = self.face.to(dev).assemble(beta, identity=identity, lip_offsets=lips, pose=poses)
+        clock.lap("tracking")
+        try:
+            audio = load_audio(video)[: frames_to_samples(len(frames))]
+            audio = np.pad(audio, (0, frames_to_samples(len(frames)) - len(audio)))
+        except AudioError:  # a video without sound
+            audio = None
+        return GenerationPlan(source, audio, vertices, poses, beta, output_size == "full", clock.seconds)
+
+    def reenact(self, video: str | os.PathLike, image=None, output: str | os.PathLike | None = None,
+                batch_size: int = 8, progress: bool = False, **options):
+        """Render :meth:`plan_reenactment` (options: ``output_size``, ``expression_scale``): into
+        the mp4 ``output`` (streamed; its path returned), or as a :class:`VividTalkOutput`."""
+        from .data.video import VideoError, write_video
+
+        if output is not None and not Path(output).parent.is_dir():
+            raise VideoError(f"output directory does not exist: {Path(output).parent}")
+        plan = self.plan_reenactment(video, image, progress=progress, **options)
+        if output is not None:
+            write_video(output, self.frames(plan, batch_size, progress), fps=FPS, audio=plan.audio)
+            return Path(output)
+        frames = np.stack(list(self.frames(plan, batch_size, progress)))
+        return VividTalkOutput(frames, FPS, plan.audio, plan.vertices.cpu().numpy(), plan.poses.cpu().numpy(),
+                               plan.beta.cpu().numpy())
 
     def _audio(self, audio) -> np.ndarray:
         wav = load_audio(audio, SAMPLE_RATE if isinstance(audio, (np.ndarray, torch.Tensor)) else None)

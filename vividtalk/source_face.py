@@ -36,7 +36,7 @@ class SourceFace:
         vertices: float32 [V, 3] the fitted mesh in crop pixels.
         identity: float32 [V, 3] the identity shape (canonical frame): the style input.
         pose: float32 [7] the head pose of the crop (canonical -> crop pixels).
-        beta: float32 [K] the source's own expression.
+        beta: float32 [K] the source's own expression; lip_offsets: float32 [L, 3] its lip residual.
         masks: uint8 [S, S] labels (0 background, 1 hair/torso, 2 face).
     """
 
@@ -48,6 +48,7 @@ class SourceFace:
     pose: np.ndarray
     beta: np.ndarray
     masks: np.ndarray
+    lip_offsets: np.ndarray
 
 
 def _limit_size(image: np.ndarray) -> np.ndarray:
@@ -87,7 +88,8 @@ def prepare_source(image: np.ndarray, face: FaceModel, size: int = 256, min_face
     finally:
         segmenter.close()
     return SourceFace(image, box, crop, vertices.numpy().astype(np.float32), fit.identity.numpy().astype(np.float32),
-                      fit.pose[0].numpy().astype(np.float32), fit.beta[0].numpy().astype(np.float32), masks)
+                      fit.pose[0].numpy().astype(np.float32), fit.beta[0].numpy().astype(np.float32), masks,
+                      fit.lip_offsets[0].numpy().astype(np.float32))
 
 
 def track_and_fit(frames: list[np.ndarray] | np.ndarray, face: FaceModel):

@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from .augment import PairAugment
 from .clip import Clip
 from .manifest import SPLITS, split_clips
 
@@ -43,6 +44,9 @@ class FramePairs(IterableDataset):
             differ from epoch to epoch and are reproducible under ``seed_everything``.
         shuffle_buffer: pairs held back and released in random order (mixes clips).
         rank, world: DDP shard (default: from torch.distributed, else 0 of 1).
+        augment: a :class:`~vividtalk.data.augment.PairAugment` applied to every pair (None: none).
+        identity_pairs: share of pairs whose driving frame is the source frame itself: they
+            teach the renderer that a driving mesh equal to the source's changes nothing.
 
     Item (dict): ``source`` / ``driving`` float32 [3, S, S] in [0, 1];
     ``source_vertices`` / ``driving_vertices`` [V, 3] crop pixels; ``source_lips`` /
@@ -58,8 +62,11 @@ class FramePairs(IterableDataset):
         shuffle_buffer: int = 32,
         rank: int | None = None,
         world: int | None = None,
+        augment: PairAugment | None = None,
+        identity_pairs: float = 0.0,
     ) -> None:
         self.clips = [Path(p) for p in clips]
+        self.augment, self.identity_pairs = augment, identity_pairs
         self.pairs_per_clip, self.seed, self.shuffle_buffer = pairs_per_clip, seed, shuffle_buffer
         self.rank, self.world = rank, world
 
@@ -95,13 +102,16 @@ class FramePairs(IterableDataset):
         frames, arrays = clip.frames(), clip.arrays()
         for _ in range(self.pairs_per_clip):
             s, d = (int(k) for k in rng.integers(len(frames), size=2))
-            yield {
+            if rng.random() < self.identity_pairs:
+                d = s
+            item = {
                 **frame_fields("source", s, frames, arrays),
                 **frame_fields("driving", d, frames, arrays),
                 "clip": i,
                 "source_index": s,
                 "driving_index": d,
             }
+            yield self.augment(item, rng) if self.augment is not None else item
 
 
 def frame_fields(prefix: str, f: int, frames: np.ndarray, arrays: dict) -> dict:
@@ -123,6 +133,7 @@ class FramePairDataModule(pl.LightningDataModule):
         batch_size, num_workers: DataLoader settings; seed: pair sampling seed.
         extra_train: further corpora whose clips (all their splits) join the training split,
             e.g. a few prepared real videos beside a synthetic corpus.
+        augment, identity_pairs: see :class:`FramePairs`; training split only.
     """
 
     def __init__(
@@ -133,8 +144,11 @@ class FramePairDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         extra_train: list[str] | None = None,
+        augment: PairAugment | None = None,
+        identity_pairs: float = 0.0,
     ) -> None:
         super().__init__()
+        self.augment, self.identity_pairs = augment, identity_pairs
         self.root, self.pairs_per_clip, self.seed = Path(root), pairs_per_clip, seed
         self.batch_size, self.num_workers = batch_size, num_workers
         self.extra_train = [Path(p) for p in extra_train or []]
@@ -143,7 +157,10 @@ class FramePairDataModule(pl.LightningDataModule):
         clips = split_clips(self.root, split)
         if split == "train":
             clips += [c for extra in self.extra_train for s in SPLITS for c in split_clips(extra, s)]
-        dataset = FramePairs(clips, self.pairs_per_clip, self.seed, shuffle_buffer)
+        train = split == "train"
+        dataset = FramePairs(clips, self.pairs_per_clip, self.seed, shuffle_buffer,
+                             augment=self.augment if train else None,
+                             identity_pairs=self.identity_pairs if train else 0.0)
         return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:

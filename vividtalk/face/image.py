@@ -42,3 +42,16 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
             raise ValueError("image contains NaN or infinite values")
         return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     raise ValueError(f"unsupported image dtype {image.dtype}; use uint8, uint16 or float in [0, 1]")
+
+
+def decode_image(data: bytes, name: str = "image") -> np.ndarray:
+    """Decode an encoded image (JPEG, PNG, ... any depth/channels cv2 reads) to RGB uint8
+    [H, W, 3]. ``name`` labels the error. Raises ValueError when it cannot be decoded."""
+    import cv2
+
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    if image is None:
+        raise ValueError(f"cannot read {name} as an image (unsupported or corrupt file)")
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    return as_rgb_uint8(image)

@@ -11,7 +11,7 @@ import torch
 
 from .crop import clip_crop_box, crop_image
 from .fitting import FaceFitter
-from .image import as_rgb_uint8
+from .image import decode_image
 from .model import FaceModel
 from .segmentation import face_region
 from .tracking import get_tracker
@@ -45,12 +45,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image file as RGB uint8 [H, W, 3] (any depth/channels cv2 reads)."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"image not found: {path}")
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise ValueError(f"cannot read {path} as an image (unsupported or corrupt file)")
-    if image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
-    return as_rgb_uint8(image)
+    return decode_image(Path(path).read_bytes(), str(path))
 
 
 def default_portrait() -> np.ndarray:
