@@ -6,6 +6,7 @@ Commands:
   fit / validate / test / predict   train and evaluate a stage with the Lightning CLI
                   (``vividtalk fit --config stages/audio2mesh.yaml --data.root CORPUS``)
   eval VIDEO...   score videos (lip sync, identity, image quality, head motion) -> JSON report
+  eval-stage2     stage 2 on held-out photos and clips (identity test, expression transfer, reenactment)
   bench [NAME]    benchmarks (``render``, ``audio2mesh``, ``mesh2video``, ``generate``; none: all of them
                   in one report); ``--json`` prints one machine-readable object
   save-pipeline   three trained stage checkpoints -> one pipeline directory (for generate --weights)
@@ -97,6 +98,50 @@ def _add_reenact(sub) -> None:
     re.set_defaults(func=_reenact)
 
 
+def _eval_stage2(args: argparse.Namespace) -> int:
+    import json
+    import os
+    from pathlib import Path
+
+    from .renderer_eval import evaluate_stage2, image_files
+
+    output = Path(args.output)
+    if not output.parent.is_dir():
+        raise FileNotFoundError(f"output directory does not exist: {output.parent}")
+    if args.checkpoint:
+        from .pretrained import stage_from_checkpoint
+
+        module = stage_from_checkpoint(args.checkpoint, "mesh2video")[0]
+    else:
+        from .pipeline import VividTalkPipeline
+
+        module = VividTalkPipeline.from_pretrained(args.weights).mesh2video
+    report = evaluate_stage2(module.to(args.device), image_files(args.photos), args.driving, args.reenact or [],
+                             frames=args.frames, strips=args.strips, progress=not args.quiet)
+    tmp = output.with_name(output.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=1))
+    os.replace(tmp, output)
+    print(json.dumps(report["summary"], indent=1))
+    print(f"wrote {output}")
+    return 0
+
+
+def _add_eval_stage2(sub) -> None:
+    ev = sub.add_parser("eval-stage2", help="stage 2 on held-out photos (identity test, expression transfer) "
+                                            "and held-out clips (self-reenactment)")
+    ev.add_argument("--photos", required=True, help="folder of photos never trained on")
+    ev.add_argument("--driving", nargs="+", required=True, help="prepared clips whose motion drives the photos")
+    ev.add_argument("--reenact", nargs="*", help="prepared held-out clips for self-reenactment")
+    ev.add_argument("--weights", help="a saved pipeline directory (default: the packaged demo weights)")
+    ev.add_argument("--checkpoint", help="a stage-2 Lightning checkpoint instead of --weights")
+    ev.add_argument("--frames", type=int, default=50, help="frames of each driving clip (default 50)")
+    ev.add_argument("--strips", help="folder for frame strips (PNG) of each transfer")
+    ev.add_argument("--output", required=True, help="the JSON report")
+    ev.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    ev.add_argument("--quiet", action="store_true", help="no progress bars")
+    ev.set_defaults(func=_eval_stage2)
+
+
 def _eval(args: argparse.Namespace) -> int:
     import json
     import os
@@ -181,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_reenact(sub)
     _add_eval(sub)
+    _add_eval_stage2(sub)
     for name in LIGHTNING_COMMANDS:  # parsed by the Lightning CLI (see `vividtalk fit --help`)
         sub.add_parser(name, help=f"{name} a stage with the Lightning CLI (--config stages/<stage>.yaml)",
                        add_help=False)

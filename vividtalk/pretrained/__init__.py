@@ -65,17 +65,24 @@ def _load_state(module: torch.nn.Module, state: dict, what: str) -> None:
                          f"{unexpected[:5]}")
 
 
+def stage_from_checkpoint(path: str | Path, stage: str = "stage") -> tuple[torch.nn.Module, dict]:
+    """(the inference module, its spec) of one stage's Lightning checkpoint (the run's
+    ``config.yaml`` beside ``checkpoints/`` gives the networks)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{stage} checkpoint not found: {path}")
+    spec = inference_spec(run_config(path))
+    module = build_stage(spec)
+    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    _load_state(module, state, f"{stage} checkpoint {path}")
+    return module, spec
+
+
 def pipeline_from_checkpoints(cls, checkpoints: dict[str, str]):
     """A pipeline from the stages' Lightning checkpoints (see ``VividTalkPipeline.from_checkpoints``)."""
     modules, config = {}, {}
     for stage in STAGES:
-        path = Path(checkpoints[stage])
-        if not path.is_file():
-            raise FileNotFoundError(f"{stage} checkpoint not found: {path}")
-        config[stage] = inference_spec(run_config(path))
-        modules[stage] = build_stage(config[stage])
-        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
-        _load_state(modules[stage], state, f"{stage} checkpoint {path}")
+        modules[stage], config[stage] = stage_from_checkpoint(checkpoints[stage], stage)
     return cls(**modules, config=config)
 
 
