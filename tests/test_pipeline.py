@@ -314,3 +314,23 @@ def test_save_pipeline_from_lightning_runs(tmp_path, tiny_stages):
     (tmp_path / "audio2mesh" / "lightning_logs" / "version_0" / "config.yaml").unlink()
     with pytest.raises(FileNotFoundError, match="config.yaml"):
         VividTalkPipeline.from_checkpoints(paths["audio2mesh"], paths["pose_mapper"], paths["mesh2video"])
+
+
+def test_pipelines_saved_before_the_mesh_flow_load_as_the_paper_literal_stage_2(tiny_stages, tmp_path):
+    import copy
+    import json
+
+    from vividtalk.pretrained import build_stage
+
+    stages = copy.deepcopy(tiny_stages)
+    stages["mesh2video"]["init_args"]["motion_vae"]["init_args"]["mesh_flow"] = False
+    torch.manual_seed(0)
+    VividTalkPipeline(**{k: build_stage(v) for k, v in stages.items()}, config=stages).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["format_version"] == 2
+    assert config["stages"]["mesh2video"]["init_args"]["motion_vae"]["init_args"]["mesh_flow"] is False
+    # As written before the switch existed: version 1, no mesh_flow key.
+    del config["stages"]["mesh2video"]["init_args"]["motion_vae"]["init_args"]["mesh_flow"]
+    config["format_version"] = 1
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert not VividTalkPipeline.from_pretrained(tmp_path).mesh2video.motion_vae.uses_mesh_flow

@@ -24,7 +24,7 @@ def recipe(tmp_path: Path, corpus: Path, *extra: str) -> list[str]:
     ]
 
 
-def test_mesh2video_fit_resume_validate(tiny_synth_corpus, tmp_path):
+def test_mesh2video_fit_resume_validate(tiny_synth_corpus, tmp_path, tiny_pipeline_dir):
     cli = cli_main(["fit", *recipe(tmp_path, tiny_synth_corpus, "--trainer.max_steps", "5")])
     # Step 1: generator only (one optimiser step); then generator + discriminator (two per step).
     assert cli.trainer.global_step == 5
@@ -42,6 +42,19 @@ def test_mesh2video_fit_resume_validate(tiny_synth_corpus, tmp_path):
     assert len(state["optimizer_states"]) == 2  # generator side and discriminator both saved
     resumed = cli_main(["fit", *recipe(tmp_path, tiny_synth_corpus, "--trainer.max_steps", "7"), "--ckpt_path", last])
     assert resumed.trainer.global_step == 7
+    # A new stage 2 on top of a saved pipeline: save-pipeline --base keeps the other stages.
+    from vividtalk.pipeline import VividTalkPipeline
+
+    out = tmp_path / "pipeline"
+    assert main(["save-pipeline", "--base", str(tiny_pipeline_dir), "--mesh2video", last, "--output", str(out)]) == 0
+    pipe, base = VividTalkPipeline.from_pretrained(out), VividTalkPipeline.from_pretrained(tiny_pipeline_dir)
+    trained = torch.load(last, map_location="cpu", weights_only=True)["state_dict"]
+    for key, value in pipe.mesh2video.state_dict().items():
+        torch.testing.assert_close(value, trained[key])
+    for key, value in pipe.audio2mesh.state_dict().items():
+        torch.testing.assert_close(value, base.audio2mesh.state_dict()[key])
+    assert pipe.mesh2video.motion_vae.uses_mesh_flow
+    assert main(["save-pipeline", "--mesh2video", last, "--output", str(out)]) == 2  # the other stages missing
 
 
 def test_recipe_sizes_match_the_benchmark_presets():

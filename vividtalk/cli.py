@@ -181,7 +181,14 @@ def _add_eval(sub) -> None:
 def _save_pipeline(args: argparse.Namespace) -> int:
     from .pipeline import VividTalkPipeline
 
-    pipe = VividTalkPipeline.from_checkpoints(args.audio2mesh, args.pose_mapper, args.mesh2video)
+    given = {"audio2mesh": args.audio2mesh, "pose_mapper": args.pose_mapper, "mesh2video": args.mesh2video}
+    if args.base:
+        pipe = VividTalkPipeline.from_pretrained(args.base).replace_stages(given)
+    elif None in given.values():
+        missing = ", ".join(f"--{k.replace('_', '-')}" for k, v in given.items() if v is None)
+        raise ValueError(f"missing {missing}: give all three checkpoints, or --base DIR for the stages not given")
+    else:
+        pipe = VividTalkPipeline.from_checkpoints(args.audio2mesh, args.pose_mapper, args.mesh2video)
     if args.temperature is not None:  # an inference setting: stored in the pipeline's config
         pipe.pose_mapper.temperature = args.temperature
         pipe.config["pose_mapper"]["init_args"]["temperature"] = args.temperature
@@ -243,9 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-mesh-flow", action="store_true", help="mesh2video: the paper-literal variant (ablation)")
     bench.set_defaults(func=_bench)
     save = sub.add_parser("save-pipeline", help="three stage checkpoints (vividtalk fit) -> a pipeline directory")
-    save.add_argument("--audio2mesh", required=True, help="stage 1 checkpoint (stages/audio2mesh.yaml)")
-    save.add_argument("--pose-mapper", required=True, help="pose mapper checkpoint (stages/pose_mapper.yaml)")
-    save.add_argument("--mesh2video", required=True, help="stage 2 checkpoint (stages/mesh2video.yaml)")
+    save.add_argument("--audio2mesh", help="stage 1 checkpoint (stages/audio2mesh.yaml)")
+    save.add_argument("--pose-mapper", help="pose mapper checkpoint (stages/pose_mapper.yaml)")
+    save.add_argument("--mesh2video", help="stage 2 checkpoint (stages/mesh2video.yaml)")
+    save.add_argument("--base", help="a saved pipeline whose stages are kept where no checkpoint is given")
     save.add_argument("--output", required=True, help="the pipeline directory (config.json + model.safetensors)")
     save.add_argument("--temperature", type=float, help="head-pose sampling temperature to store (default: the run's)")
     save.set_defaults(func=_save_pipeline)

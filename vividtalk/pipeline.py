@@ -131,6 +131,17 @@ class VividTalkPipeline:
         return pipeline_from_checkpoints(cls, {"audio2mesh": audio2mesh, "pose_mapper": pose_mapper,
                                                "mesh2video": mesh2video})
 
+    def replace_stages(self, checkpoints: dict[str, str | None]) -> VividTalkPipeline:
+        """A new pipeline with the stages whose Lightning checkpoint is given (name -> path or
+        None) taken from those checkpoints and the others from this one."""
+        from .pretrained import STAGES, stage_from_checkpoint
+
+        modules, config = {s: getattr(self, s) for s in STAGES}, dict(self.config)
+        for stage, path in checkpoints.items():
+            if path is not None:
+                modules[stage], config[stage] = stage_from_checkpoint(path, stage)
+        return VividTalkPipeline(**modules, config=config)
+
     def save_pretrained(self, path: str | os.PathLike) -> Path:
         """Write ``config.json`` and ``model.safetensors`` to the directory ``path``."""
         from .pretrained import save_pipeline

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-CONFIG, WEIGHTS, FORMAT_VERSION = "config.json", "model.safetensors", 1
+CONFIG, WEIGHTS, FORMAT_VERSION = "config.json", "model.safetensors", 2
+# Version 1: written before stage 2 had the mesh flow (its stage 2 is the paper-literal variant).
 STAGES = ("audio2mesh", "pose_mapper", "mesh2video")
 _TRAINING_ONLY = ("optimizer", "optimizer_g", "optimizer_d", "lr_scheduler")
 _CLEARED = ("vqvae_checkpoint", "vgg_weights", "discriminator")
@@ -99,13 +100,22 @@ def save_pipeline(pipe, path: Path) -> Path:
         for key, value in getattr(pipe, stage).state_dict().items():
             if not key.startswith("discriminator."):
                 tensors[f"{stage}.{key}"] = value.detach().cpu().contiguous()
-    config = {"format_version": FORMAT_VERSION, "face_model_id": pipe.face.model_id,
-              "stages": {s: pipe.config[s] for s in STAGES}}
+    stages = copy.deepcopy({s: pipe.config[s] for s in STAGES})
+    vae = getattr(pipe.mesh2video, "motion_vae", None)
+    if _motion_vae_args(stages) is not None and vae is not None:  # explicit: not left to a default
+        _motion_vae_args(stages)["mesh_flow"] = vae.uses_mesh_flow
+    config = {"format_version": FORMAT_VERSION, "face_model_id": pipe.face.model_id, "stages": stages}
     tmp = path / (WEIGHTS + ".tmp")
     save_file(tensors, str(tmp))
     tmp.replace(path / WEIGHTS)
     (path / CONFIG).write_text(json.dumps(config, indent=1))
     return path
+
+
+def _motion_vae_args(stages: dict) -> dict | None:
+    """The init_args of stage 2's DualBranchMotionVAE in a pipeline config (None: another network)."""
+    vae = stages.get("mesh2video", {}).get("init_args", {}).get("motion_vae", {})
+    return vae.setdefault("init_args", {}) if vae.get("class_path", "").endswith("DualBranchMotionVAE") else None
 
 
 def load_pipeline(cls, path: Path):
@@ -115,9 +125,11 @@ def load_pipeline(cls, path: Path):
     if not (path / CONFIG).is_file() or not (path / WEIGHTS).is_file():
         raise FileNotFoundError(f"{path} is not a saved pipeline (needs {CONFIG} and {WEIGHTS})")
     config = json.loads((path / CONFIG).read_text())
-    if config.get("format_version") != FORMAT_VERSION:
+    if config.get("format_version") not in (1, FORMAT_VERSION):
         raise ValueError(f"{path / CONFIG}: format_version {config.get('format_version')}, expected {FORMAT_VERSION}")
     tensors = load_file(str(path / WEIGHTS))
+    if config["format_version"] == 1 and _motion_vae_args(config["stages"]) is not None:
+        _motion_vae_args(config["stages"]).setdefault("mesh_flow", False)
     modules = {}
     for stage in STAGES:
         modules[stage] = build_stage(config["stages"][stage])
