@@ -297,7 +297,7 @@ def test_several_faces_largest_used(corpus):
     e = entry(report, "two_faces.mp4")
     assert e["status"] == "ok" and e["max_faces"] == 2
     assert any(n.startswith("several faces (up to 2)") and "the largest was used" in n for n in e["notes"])
-    x0, _, side = Clip(out / e["clips"][0]).meta["crop_box"]
+    x0, _, side, _ = Clip(out / e["clips"][0]).meta["crop_box"]
     assert x0 + side / 2 < 200  # centred on the larger, left face (its centre is at x = 128)
 
 
@@ -345,7 +345,7 @@ def test_clip_contents(corpus, face_model):
     meta = clip.meta
     assert meta["identity"] == "talk" and meta["source"].endswith("talk.mp4") and meta["video"] == "talk.mp4"
     assert meta["face_model_id"] == FaceModel.default().model_id and meta["tracker"].startswith("mediapipe")
-    assert len(meta["crop_box"]) == 3 and meta["frame_range"] == [0, t] and meta["source_fps"] == 25
+    assert len(meta["crop_box"]) == 4 and meta["frame_range"] == [0, t] and meta["source_fps"] == 25
     assert meta["has_audio"] and meta["fit_residual_px"] < 3
 
 
@@ -451,3 +451,28 @@ def test_throughput_on_a_real_talking_video(tmp_path):
     (e,) = report["videos"]
     assert e["status"] == "ok" and e["frames"] == 250 and e["frames_kept"] >= 240
     assert report["totals"]["fps_per_cpu_second"] > 20
+
+
+def test_a_tilted_face_gets_an_upright_crop_recorded_in_the_provenance(tmp_path):
+    """A video of a face rolled by 30 degrees: the clip's crop box is turned by the face's
+    roll (one angle per clip, in its provenance), and the crops show the face upright."""
+    from vividtalk.face import MediaPipeTracker
+    from vividtalk.face.crop import eye_line_angle
+
+    base = portrait()
+    h, w = base.shape[:2]
+    tilted = cv2.warpAffine(base, cv2.getRotationMatrix2D((w / 2, h / 2), -30, 1.0), (w, h),
+                            borderMode=cv2.BORDER_REFLECT)
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    write_video(videos / "tilted.mp4", moving(tilted, 30))
+    prep.prepare_videos(videos, tmp_path / "corpus", workers=1, progress=False, verbose=False)
+    clip = Clip(list_clips(tmp_path / "corpus")[0])
+    angle = np.degrees(clip.meta["crop_box"][3])
+    assert 27 < angle < 37, angle  # the portrait's own roll is about 3 degrees
+    tracker = MediaPipeTracker(min_face_size=32)
+    try:
+        rolls = [np.degrees(eye_line_angle(tracker.track_image(f))) for f in clip.frames()[::10]]
+    finally:
+        tracker.close()
+    assert max(abs(r) for r in rolls) < 5.0, rolls

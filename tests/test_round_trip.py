@@ -13,6 +13,7 @@ import pytest
 from data_prep.synth.corpus import SynthConfig, generate_corpus
 from data_prep.videos import prepare_videos
 from vividtalk.data import Clip, list_clips, write_video
+from vividtalk.face import CropBox
 
 
 @pytest.fixture(scope="module")
@@ -34,13 +35,15 @@ def round_trip(tmp_path_factory):
 
 
 def to_crop(pose: np.ndarray, box: list[float], size: int = 256) -> np.ndarray:
-    """Map poses [T, 7] of the synthetic frame into a prepared clip's crop box."""
-    x0, y0, side = box
-    s = size / side
+    """Map poses [T, 7] of the synthetic frame into a prepared clip's (turned) crop box: the
+    translation like a point, the scale and depth by the zoom, the roll less the box's angle
+    (the crop turns the image about the view axis: Rz(-a) Rz(roll) = Rz(roll - a))."""
+    crop = CropBox.from_list(box)
+    s = size / crop.size
     out = pose.copy()
-    out[:, 3] = (pose[:, 3] - x0) * s
-    out[:, 4] = (pose[:, 4] - y0) * s
+    out[:, 3:5] = crop.to_crop(pose[:, 3:5], size)
     out[:, 5:7] = pose[:, 5:7] * s
+    out[:, 2] = pose[:, 2] - crop.angle
     return out
 
 

@@ -6,6 +6,7 @@ from .image import as_rgb_uint8
 from .model import FaceModel
 from .pose import POSE_DIM, apply_pose, euler_to_matrix, invert_pose, matrix_to_euler, procrustes
 from .tracking import (
+    FaceCutError,
     FaceTooSmallError,
     MediaPipeTracker,
     NoFaceError,
@@ -17,6 +18,7 @@ __all__ = [
     "CropBox",
     "FaceFitter",
     "FaceModel",
+    "FaceCutError",
     "FaceTooSmallError",
     "FitResult",
     "MediaPipeTracker",

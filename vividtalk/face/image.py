@@ -46,7 +46,8 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
 
 def decode_image(data: bytes, name: str = "image") -> np.ndarray:
     """Decode an encoded image (JPEG, PNG, ... any depth/channels cv2 reads) to RGB uint8
-    [H, W, 3]. ``name`` labels the error. Raises ValueError when it cannot be decoded."""
+    [H, W, 3], turned upright by its EXIF orientation tag (phones store the pixels sideways
+    and say so in that tag). ``name`` labels the error. Raises ValueError when it cannot be decoded."""
     import cv2
 
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
@@ -54,4 +55,33 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
         raise ValueError(f"cannot read {name} as an image (unsupported or corrupt file)")
     if image.ndim == 3:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
-    return as_rgb_uint8(image)
+    return apply_orientation(as_rgb_uint8(image), exif_orientation(data))
+
+
+def exif_orientation(data: bytes) -> int:
+    """The EXIF orientation tag (1-8) of an encoded image; 1 (upright) when it has none."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            value = im.getexif().get(0x0112, 1)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):  # no EXIF block worth reading
+        return 1
+    return int(value) if value in range(1, 9) else 1
+
+
+def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn stored pixels [H, W, C] upright for an EXIF orientation (1-8): the tag says how the
+    stored image must be flipped / rotated to be displayed."""
+    ops = {
+        2: lambda x: x[:, ::-1],                     # mirrored
+        3: lambda x: x[::-1, ::-1],                  # rotated 180
+        4: lambda x: x[::-1],                        # flipped vertically
+        5: lambda x: x.transpose(1, 0, 2),           # transposed
+        6: lambda x: x.transpose(1, 0, 2)[:, ::-1],  # rotate 90 clockwise to display
+        7: lambda x: x.transpose(1, 0, 2)[::-1, ::-1],  # transverse
+        8: lambda x: x.transpose(1, 0, 2)[::-1],     # rotate 90 counter-clockwise to display
+    }
+    return np.ascontiguousarray(ops[orientation](image)) if orientation in ops else image

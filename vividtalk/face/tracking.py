@@ -35,6 +35,10 @@ class FaceTooSmallError(ValueError):
     """The face is smaller than the tracker's minimum size in pixels."""
 
 
+class FaceCutError(NoFaceError):
+    """Too much of the face lies outside the image (it is cut by the image border)."""
+
+
 @runtime_checkable
 class Tracker(Protocol):
     """Landmark tracker interface."""
@@ -122,6 +126,8 @@ class MediaPipeTracker:
         min_detection_confidence: face detector threshold.
         min_tracking_confidence: in video mode, below this the face is re-detected.
         min_face_size: faces smaller than this (pixels) raise FaceTooSmallError.
+        min_visible: share of the face (its landmarks' hull) that must lie inside an image;
+            less raises FaceCutError.
     """
 
     name = "mediapipe"
@@ -133,8 +139,10 @@ class MediaPipeTracker:
         min_detection_confidence: float = 0.5,
         min_tracking_confidence: float = 0.5,
         min_face_size: int = 64,
+        min_visible: float = 0.6,
     ) -> None:
         self.max_num_faces = max_num_faces
+        self.min_visible = min_visible
         self.min_detection_confidence = min_detection_confidence
         self.min_tracking_confidence = min_tracking_confidence
         self.min_face_size = min_face_size
@@ -167,29 +175,56 @@ class MediaPipeTracker:
 
         Faces are found with MediaPipe's full-range detector and each is meshed in a window
         around its box: the Face Mesh's own short-range detector misses small faces in large
-        or wide images and finds at most one face in many group shots.
+        or wide images and finds at most one face in many group shots. A photo whose face the
+        detector hardly sees is tried turned by 90, 180 and 270 degrees (a face lying down or
+        upside down), and once more inside a grey border (a face cut by the image border);
+        landmarks always come back in the input's pixels, possibly beyond its border.
 
         Args:
             image: [H, W, 3] RGB uint8 (grayscale, RGBA, uint16 and float are converted).
         Returns:
             float32 [478, 3] pixel coordinates + depth.
         Raises:
-            NoFaceError, FaceTooSmallError.
+            NoFaceError, FaceTooSmallError, FaceCutError (less than ``min_visible`` of the face
+            inside the image; a warning names the edge when only part of it is).
         """
         image = as_rgb_uint8(image)
         if self._static is None:
             self._static = self._face_mesh(static=True)
+        face = self._track_any_turn(image)
+        if face is None:  # a face cut by the border: the detector wants to see all of it
+            pad = int(0.3 * max(image.shape[:2]))
+            padded = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(128, 128, 128))
+            face = self._track_any_turn(padded)
+            if face is not None:
+                face[:, :2] -= pad
+        if face is None:
+            raise NoFaceError(
+                f"no face found in the image ({image.shape[1]}x{image.shape[0]}); "
+                "use a photo with one clearly visible face (if it touches the image border, one that shows more "
+                "of it)"
+            )
+        check_face_size(face, self.min_face_size)
+        check_visible(face, image.shape[:2], self.min_visible)
+        return face
+
+    def _track_any_turn(self, image: np.ndarray) -> np.ndarray | None:
+        """The largest face of the image as it is or, when the detector is unsure of it there,
+        of the quarter turn where it is surest (landmarks mapped back); None if none."""
+        best = _best_score(image)
+        if best < _SURE:
+            score, k = max((_best_score(np.rot90(image, k)), k) for k in (1, 2, 3))
+            if score > best + 0.1:
+                face = self._track_upright(np.ascontiguousarray(np.rot90(image, k)))
+                if face is not None:
+                    return unturn_points(face, k, image.shape[:2])
+        return self._track_upright(image)
+
+    def _track_upright(self, image: np.ndarray) -> np.ndarray | None:
         faces = [f for box in detect_face_boxes(image) for f in self._mesh_in_box(image, box)]
         if not faces:  # the detector can miss faces that fill the whole frame
             faces = self._faces(self._static, image)[:1]
-        if not faces:
-            raise NoFaceError(
-                f"no face found in the image ({image.shape[1]}x{image.shape[0]}); "
-                "use a photo with one clearly visible, roughly frontal face"
-            )
-        face = select_largest(faces)
-        check_face_size(face, self.min_face_size)
-        return face
+        return select_largest(faces) if faces else None
 
     def _mesh_in_box(self, image: np.ndarray, box: np.ndarray, work_size: int = 384) -> list[np.ndarray]:
         """Mesh one detected face in a square window twice its box size (at most one face)."""
@@ -255,24 +290,88 @@ class FaceMeshStream:
         self.close()
 
 
-def detect_face_boxes(image: np.ndarray, min_confidence: float = 0.5) -> np.ndarray:
-    """Face boxes from MediaPipe's face detector (full-range model).
+def detect_faces(image: np.ndarray, min_confidence: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Face boxes and scores from MediaPipe's face detector (full-range model).
 
     Args:
         image: [H, W, 3] RGB uint8.
     Returns:
-        float32 [N, 4] boxes (x0, y0, x1, y1) in pixels, N >= 0.
+        boxes float32 [N, 4] (x0, y0, x1, y1) in pixels and scores float32 [N], N >= 0.
     """
     from mediapipe.python.solutions.face_detection import FaceDetection
 
     h, w = image.shape[:2]
     with FaceDetection(model_selection=1, min_detection_confidence=min_confidence) as det:
-        result = det.process(image)
-    boxes = []
+        result = det.process(np.ascontiguousarray(image))
+    boxes, scores = [], []
     for d in result.detections or []:
         b = d.location_data.relative_bounding_box
         boxes.append((b.xmin * w, b.ymin * h, (b.xmin + b.width) * w, (b.ymin + b.height) * h))
-    return np.array(boxes, dtype=np.float32).reshape(-1, 4)
+        scores.append(d.score[0])
+    return np.array(boxes, dtype=np.float32).reshape(-1, 4), np.array(scores, dtype=np.float32)
+
+
+def detect_face_boxes(image: np.ndarray, min_confidence: float = 0.5) -> np.ndarray:
+    """The boxes of :func:`detect_faces`: float32 [N, 4] (x0, y0, x1, y1) in pixels."""
+    return detect_faces(image, min_confidence)[0]
+
+
+_SURE = 0.75
+"""Detector score above which an image is not tried turned (upright faces score 0.8-0.95)."""
+
+
+def _best_score(image: np.ndarray) -> float:
+    scores = detect_faces(image, min_confidence=0.3)[1]
+    return float(scores.max()) if len(scores) else 0.0
+
+
+def unturn_points(points: np.ndarray, k: int, shape: tuple[int, int]) -> np.ndarray:
+    """Points [N, 2+] found in ``np.rot90(image, k)`` (k quarter turns counter-clockwise) mapped
+    back into the pixels of ``image`` of shape (H, W) (continuous coordinates, depth kept)."""
+    h, w = shape
+    out = np.array(points, dtype=np.float32, copy=True)
+    x, y = points[:, 0].copy(), points[:, 1].copy()
+    if k % 4 == 1:
+        out[:, 0], out[:, 1] = w - y, x
+    elif k % 4 == 2:
+        out[:, 0], out[:, 1] = w - x, h - y
+    elif k % 4 == 3:
+        out[:, 0], out[:, 1] = y, h - x
+    return out
+
+
+_EDGES = ("left", "top", "right", "bottom")
+
+
+def visible_share(landmarks: np.ndarray, shape: tuple[int, int]) -> tuple[float, str | None]:
+    """The share of the landmarks' convex hull inside an image of shape (H, W), and the edge
+    that cuts most of the rest (None when all of it is inside)."""
+    h, w = shape
+    xy = landmarks[:, :2].astype(np.float64)
+    lo, hi = np.floor(xy.min(0)) - 1, np.ceil(xy.max(0)) + 1
+    canvas = np.zeros((int(hi[1] - lo[1]), int(hi[0] - lo[0])), np.uint8)
+    hull = cv2.convexHull(np.round(xy - lo).astype(np.int32))
+    cv2.fillConvexPoly(canvas, hull, 1)
+    ys, xs = np.nonzero(canvas)
+    xs, ys = xs + lo[0] + 0.5, ys + lo[1] + 0.5
+    if len(xs) == 0:
+        return 1.0, None
+    outside = [(xs < 0).sum(), (ys < 0).sum(), (xs > w).sum(), (ys > h).sum()]
+    inside = ((xs >= 0) & (xs <= w) & (ys >= 0) & (ys <= h)).mean()
+    return float(inside), (_EDGES[int(np.argmax(outside))] if max(outside) else None)
+
+
+def check_visible(landmarks: np.ndarray, shape: tuple[int, int], min_visible: float = 0.6) -> None:
+    """Warn when the image border cuts the face; FaceCutError when less than ``min_visible`` of
+    it is inside the image."""
+    share, edge = visible_share(landmarks, shape)
+    if edge is None:
+        return
+    if share < min_visible:
+        raise FaceCutError(f"the face is cut by the image's {edge} edge: only {share:.0%} of it is inside the "
+                           f"image (at least {min_visible:.0%} is needed); use a photo that shows the whole face")
+    warnings.warn(f"the face is cut by the image's {edge} edge ({share:.0%} of it is inside the image); "
+                  "the part outside is filled in by mirroring", stacklevel=3)
 
 
 FAN_FILE = "2DFAN4-cd938726ad.zip"
