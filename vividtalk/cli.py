@@ -98,16 +98,32 @@ def _add_reenact(sub) -> None:
     re.set_defaults(func=_reenact)
 
 
-def _eval_stage2(args: argparse.Namespace) -> int:
+def _report_path(output: str):
+    """The path of a JSON report; its directory must exist (checked before any work)."""
+    from pathlib import Path
+
+    output = Path(output)
+    if not output.parent.is_dir():
+        raise FileNotFoundError(f"output directory does not exist: {output.parent}")
+    return output
+
+
+def _write_report(output, report: dict) -> None:
+    """Write a JSON report atomically (never a partial file)."""
     import json
     import os
-    from pathlib import Path
+
+    tmp = output.with_name(output.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=1))
+    os.replace(tmp, output)
+
+
+def _eval_stage2(args: argparse.Namespace) -> int:
+    import json
 
     from .renderer_eval import evaluate_stage2, image_files
 
-    output = Path(args.output)
-    if not output.parent.is_dir():
-        raise FileNotFoundError(f"output directory does not exist: {output.parent}")
+    output = _report_path(args.output)
     if args.checkpoint:
         from .pretrained import stage_from_checkpoint
 
@@ -118,9 +134,7 @@ def _eval_stage2(args: argparse.Namespace) -> int:
         module = VividTalkPipeline.from_pretrained(args.weights).mesh2video
     report = evaluate_stage2(module.to(args.device), image_files(args.photos), args.driving, args.reenact or [],
                              frames=args.frames, strips=args.strips, progress=not args.quiet)
-    tmp = output.with_name(output.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=1))
-    os.replace(tmp, output)
+    _write_report(output, report)
     print(json.dumps(report["summary"], indent=1))
     print(f"wrote {output}")
     return 0
@@ -143,21 +157,13 @@ def _add_eval_stage2(sub) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    import json
-    import os
-    from pathlib import Path
-
     from .eval.report import EvalWeights, evaluate_videos, format_table
 
-    output = Path(args.output)
-    if not output.parent.is_dir():
-        raise FileNotFoundError(f"output directory does not exist: {output.parent}")
+    output = _report_path(args.output)
     weights = EvalWeights(args.syncnet, args.arcface, args.arcface_depth, args.inception)
     report = evaluate_videos(args.videos, reference=args.reference, audio=args.audio, image=args.image,
                              weights=weights, device=args.device)
-    tmp = output.with_name(output.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=1))
-    os.replace(tmp, output)
+    _write_report(output, report)
     print(format_table(report))
     print(f"wrote {output}")
     return 0

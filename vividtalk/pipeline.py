@@ -155,10 +155,7 @@ class VividTalkPipeline:
         array at 16 kHz; ``image``: a path or an array (see :meth:`plan` for the options;
         ``batch_size`` and ``progress`` as in :meth:`frames`)."""
         batch_size, progress = options.pop("batch_size", 8), options.pop("progress", False)
-        plan = self.plan(audio, image, **options)
-        frames = np.stack(list(self.frames(plan, batch_size, progress)))
-        return VividTalkOutput(frames, FPS, plan.audio, plan.vertices.cpu().numpy(), plan.poses.cpu().numpy(),
-                               plan.beta.cpu().numpy())
+        return self._render(self.plan(audio, image, **options), None, batch_size, progress)
 
     @torch.no_grad()
     def plan(self, audio, image, pose: str = "audio", reference_video: str | None = None,
@@ -250,17 +247,9 @@ class VividTalkPipeline:
                 batch_size: int = 8, progress: bool = False, **options):
         """Render :meth:`plan_reenactment` (options: ``output_size``, ``expression_scale``): into
         the mp4 ``output`` (streamed; its path returned), or as a :class:`VividTalkOutput`."""
-        from .data.video import VideoError, write_video
-
-        if output is not None and not Path(output).parent.is_dir():
-            raise VideoError(f"output directory does not exist: {Path(output).parent}")
-        plan = self.plan_reenactment(video, image, progress=progress, **options)
-        if output is not None:
-            write_video(output, self.frames(plan, batch_size, progress), fps=FPS, audio=plan.audio)
-            return Path(output)
-        frames = np.stack(list(self.frames(plan, batch_size, progress)))
-        return VividTalkOutput(frames, FPS, plan.audio, plan.vertices.cpu().numpy(), plan.poses.cpu().numpy(),
-                               plan.beta.cpu().numpy())
+        _check_output_dir(output)
+        return self._render(self.plan_reenactment(video, image, progress=progress, **options), output, batch_size,
+                            progress)
 
     def _audio(self, audio) -> np.ndarray:
         wav = load_audio(audio, SAMPLE_RATE if isinstance(audio, (np.ndarray, torch.Tensor)) else None)
@@ -307,14 +296,20 @@ class VividTalkPipeline:
               **options) -> Path:
         """Generate straight into an mp4 (frames are streamed to the encoder, not kept: memory
         stays bounded for long audio). Options as for :meth:`plan`."""
-        from .data.video import VideoError, write_video
+        _check_output_dir(output)
+        return self._render(self.plan(audio, image, progress=progress, **options), output, batch_size, progress)
 
-        output = Path(output)
-        if not output.parent.is_dir():
-            raise VideoError(f"output directory does not exist: {output.parent}")
-        plan = self.plan(audio, image, progress=progress, **options)
-        write_video(output, self.frames(plan, batch_size, progress), fps=FPS, audio=plan.audio)
-        return output
+    def _render(self, plan: GenerationPlan, output: str | os.PathLike | None, batch_size: int, progress: bool):
+        """Stage 2 of a plan: streamed into the mp4 ``output`` (its path returned; never a partial
+        file), or kept as a :class:`VividTalkOutput` when ``output`` is None."""
+        from .data.video import write_video
+
+        if output is not None:
+            write_video(output, self.frames(plan, batch_size, progress), fps=FPS, audio=plan.audio)
+            return Path(output)
+        frames = np.stack(list(self.frames(plan, batch_size, progress)))
+        return VividTalkOutput(frames, FPS, plan.audio, plan.vertices.cpu().numpy(), plan.poses.cpu().numpy(),
+                               plan.beta.cpu().numpy())
 
 
 class _Clock:
@@ -327,6 +322,14 @@ class _Clock:
     def lap(self, name: str) -> None:
         now = time.perf_counter()
         self.seconds[name], self._last = now - self._last, now
+
+
+def _check_output_dir(output: str | os.PathLike | None) -> None:
+    """Refuse an output whose directory does not exist, before any work (VideoError)."""
+    from .data.video import VideoError
+
+    if output is not None and not Path(output).parent.is_dir():
+        raise VideoError(f"output directory does not exist: {Path(output).parent}")
 
 
 def _read_image(image) -> np.ndarray:
