@@ -18,6 +18,7 @@ from vividtalk.audio.io import AudioError, is_silent, load_audio
 from vividtalk.audio.logmel_encoder import LogMelEncoder
 from vividtalk.audio.mel import hz_to_mel, mel_center_frequencies, mel_filterbank, mel_to_hz
 from vividtalk.audio.wav2vec2_encoder import Wav2Vec2Encoder
+from vividtalk.audio.whisper_encoder import PretrainedWhisperEncoder, WhisperEncoder
 
 __all__ = [
     "AUDIO_ENCODER_NAMES",
@@ -27,7 +28,9 @@ __all__ = [
     "MelConvFrontEnd",
     "SAMPLES_PER_FRAME",
     "SAMPLE_RATE",
+    "PretrainedWhisperEncoder",
     "Wav2Vec2Encoder",
+    "WhisperEncoder",
     "build_audio_encoder",
     "frame_audio_windows",
     "hz_to_mel",

@@ -80,18 +80,25 @@ def mel_filterbank(
     f_min: float = 0.0,
     f_max: float | None = None,
     scale: str = "slaney",
+    norm: str | None = None,
 ) -> np.ndarray:
-    """Triangular mel filters with peak 1 at their centre frequency.
+    """Triangular mel filters with peak 1 at their centre frequency, or with ``norm="slaney"``
+    of equal area (each scaled by ``2 / (f_high - f_low)``: librosa's and Whisper's filters).
 
     ``mel = filterbank @ power`` maps a one-sided power spectrum [n_fft // 2 + 1] (bin ``k``
     at ``k * sample_rate / n_fft`` Hz) to ``n_mels`` band energies.
 
     Returns:
-        np.ndarray float32 [n_mels, n_fft // 2 + 1], weights in [0, 1].
+        np.ndarray float32 [n_mels, n_fft // 2 + 1]: weights in [0, 1] (no norm).
     """
+    if norm not in (None, "slaney"):
+        raise ValueError(f"unknown filterbank norm {norm!r}: use None or 'slaney'")
     edges = mel_band_edges(n_mels, sample_rate, f_min, f_max, scale)  # [n_mels + 2]
     freqs = np.arange(n_fft // 2 + 1) * (sample_rate / n_fft)  # [F], Hz
     lo, centre, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]  # [n_mels, 1]
     rising = (freqs[None, :] - lo) / (centre - lo)  # [n_mels, F]
     falling = (hi - freqs[None, :]) / (hi - centre)
-    return np.clip(np.minimum(rising, falling), 0.0, None).astype(np.float32)
+    bank = np.clip(np.minimum(rising, falling), 0.0, None)
+    if norm == "slaney":
+        bank = bank * (2.0 / (hi - lo))
+    return bank.astype(np.float32)
