@@ -15,6 +15,7 @@ the logger's directory.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,7 @@ class Mesh2VideoModule(pl.LightningModule):
         self.motion_vae, self.generator, self.discriminator = motion_vae, generator, discriminator
         self.optimizer_g, self.optimizer_d = optimizer_g, optimizer_d
         self.perceptual = PerceptualLoss(vgg_weights)
+        self._last_grid = -1
         self.weights = {"perceptual": perceptual_weight, "feature_matching": feature_matching_weight,
                         "adversarial": adversarial_weight, "kl": kl_weight}
         self.adversarial_start, self.heatmap_sigma = adversarial_start, heatmap_sigma
@@ -202,12 +204,16 @@ class Mesh2VideoModule(pl.LightningModule):
             losses["discriminator"] = d_loss
         self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, prog_bar=True,
                       batch_size=len(batch["source"]))
-        if self.image_every and batch_idx % self.image_every == 0:
+        if self.image_every and self.global_step // self.image_every != self._last_grid:  # by optimiser steps
+            self._last_grid = self.global_step // self.image_every
             self._write_grid(batch, out)
 
     def configure_optimizers(self):
         if self.discriminator is None:
             raise ValueError("training stage 2 needs a discriminator (model.init_args.discriminator)")
+        if not self.perceptual.uses_vgg:  # said once, when training starts (inference has no loss)
+            warnings.warn("stage 2 trains without VGG-19 weights (model.init_args.vgg_weights): the perceptual loss "
+                          "is the L1 image-pyramid fallback, not the paper's VGG loss", stacklevel=2)
         g_params = list(self.motion_vae.parameters()) + list(self.generator.parameters())
         return [self.optimizer_g(g_params), self.optimizer_d(self.discriminator.parameters())]
 

@@ -74,7 +74,7 @@ def stage_from_checkpoint(path: str | Path, stage: str = "stage") -> tuple[torch
         raise FileNotFoundError(f"{stage} checkpoint not found: {path}")
     spec = inference_spec(run_config(path))
     module = build_stage(spec)
-    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]  # tensors only: no code runs
     _load_state(module, state, f"{stage} checkpoint {path}")
     return module, spec
 
