@@ -52,9 +52,9 @@ def gaussian_heatmaps(points: torch.Tensor, size: int, image_size: int, sigma: f
     """
     p = points * (size / image_size)  # [B, N, 2] heatmap pixels
     axis = torch.arange(size, device=points.device, dtype=points.dtype) + 0.5  # [S]
-    dx = (axis[None, None, :] - p[..., 0:1]) ** 2  # [B, N, S] along x (columns)
-    dy = (axis[None, None, :] - p[..., 1:2]) ** 2  # [B, N, S] along y (rows)
-    return torch.exp(-(dy[..., :, None] + dx[..., None, :]) / (2 * sigma**2))  # [B, N, S, S]
+    gx = torch.exp(-((axis[None, None, :] - p[..., 0:1]) ** 2) / (2 * sigma**2))  # [B, N, S] along x (columns)
+    gy = torch.exp(-((axis[None, None, :] - p[..., 1:2]) ** 2) / (2 * sigma**2))  # [B, N, S] along y (rows)
+    return gy[..., :, None] * gx[..., None, :]  # [B, N, S, S]: a 2-D Gaussian is separable
 
 
 def lip_heatmap_difference(source_lips: torch.Tensor, driving_lips: torch.Tensor, size: int, image_size: int,

@@ -130,13 +130,12 @@ class MeshFlow:
         """
         covered, size = rendered["covered"], rendered["covered"].shape[-1]
         b = len(driving_vertices)
-        grid = _pixel_centres(size, covered.device)  # [1, 2, S, S]
-        inside = (rendered["source_xy"] - grid) * covered  # [B, 2, S, S] pixels
+        d = rendered["source_xy"] - _pixel_centres(size, covered.device)  # [B, 2, S, S] pixels (valid if covered)
         sim = similarity_2d(driving_vertices[:, self.rigid.to(covered.device), :2],
                             source["rigid_xy"].expand(b, -1, -1))  # [B, 2, 3]
         sim = sim - torch.eye(2, 3, device=sim.device, dtype=sim.dtype)  # displacement A p + t - p
-        outside = self._outside(covered, inside, sim, source["person"])
-        flow = torch.where(covered > 0, inside, outside) * (2.0 / size)
+        outside = self._outside(covered, d * covered, sim, source["person"])
+        flow = torch.where(covered.bool(), d, outside) * (2.0 / size)
         gap = mouth_gap(driving_vertices, self.loops[2]) - source["gap"]  # [B]
         strength = _smoothstep(gap / (self.mouth_ramp * size))
         return {"flow": flow, "paint": rendered["mouth"] * strength[:, None, None, None]}
@@ -151,15 +150,14 @@ class MeshFlow:
         """
         size = covered.shape[-1]
         r = max(1, size // self.smooth_size)
-        both = torch.cat([covered, inside], 1)
-        both = F.avg_pool2d(both, r) if r > 1 else both  # [B, 3, s, s]: face share, its displacement sum
-        low = both.shape[-1]
+        share = F.avg_pool2d(covered, r) if r > 1 else covered  # [B, 1, s, s] face share
+        low = share.shape[-1]
         grid = _pixel_centres(low, covered.device) * r  # low-resolution pixel centres in full-size pixels
         sim_disp = torch.einsum("bij,jhw->bihw", sim[:, :, :2], grid[0]) + sim[:, :, 2, None, None]  # [B, 2, s, s]
-        residual = both[:, 1:] - sim_disp * both[:, :1]
-        dist = _distance_to(both[:, 0] > 0) / low  # [B, 1, s, s] crop sides
+        residual = (F.avg_pool2d(inside, r) if r > 1 else inside) - sim_disp * share  # displacement mean - rigid
+        dist = _distance_to(share[:, 0] > 0) / low  # [B, 1, s, s] crop sides
         fade = lambda sigma: torch.exp(-0.5 * (dist / sigma) ** 2)  # noqa: E731
-        near = _blur(torch.cat([both[:, :1], residual], 1), self.residual_sigma * low / 2)  # normalised convolution
+        near = _blur(torch.cat([share, residual], 1), self.residual_sigma * low / 2)  # normalised convolution
         carried = near[:, 1:] / near[:, :1].clamp_min(1e-6) * fade(self.residual_sigma)
         follow = torch.maximum(person, fade(self.band / 2))
         outside = follow * (fade(self.hair_sigma) * sim_disp + carried)  # [B, 2, s, s]
@@ -182,8 +180,9 @@ def _distance_to(mask: torch.Tensor) -> torch.Tensor:
     return out.view(b, 1, h, w)
 
 
+@functools.lru_cache(maxsize=8)
 def _pixel_centres(size: int, device: torch.device) -> torch.Tensor:
-    """float32 [1, 2, S, S]: (x, y) pixel centres, (j + 0.5, i + 0.5)."""
+    """float32 [1, 2, S, S]: (x, y) pixel centres, (j + 0.5, i + 0.5) (cached: read only)."""
     axis = torch.arange(size, device=device, dtype=torch.float32) + 0.5
     y, x = torch.meshgrid(axis, axis, indexing="ij")
     return torch.stack([x, y])[None]
