@@ -62,12 +62,17 @@ def _add_generate(sub) -> None:
     gen.add_argument("--no-blink", action="store_true", help="no blinking")
     gen.add_argument("--seed", type=int, default=0, help="seed of head motion and blinks (default 0)")
     gen.add_argument("--temperature", type=float, help="head-pose sampling temperature (default: trained)")
-    gen.add_argument("--size", choices=["crop", "full"], default="crop",
-                     help="256x256 face crop (default) or the crop pasted back into the full image")
-    gen.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    gen.add_argument("--batch-size", type=int, default=8, help="frames rendered at a time (default 8)")
-    gen.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_render_options(gen)
     gen.set_defaults(func=_generate)
+
+
+def _add_render_options(parser) -> None:
+    """Options that generate and reenact share: output size, device, batch size, progress."""
+    parser.add_argument("--size", choices=["crop", "full"], default="crop",
+                        help="256x256 face crop (default) or the crop pasted back into the full image")
+    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--batch-size", type=int, default=8, help="frames rendered at a time (default 8)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _reenact(args: argparse.Namespace) -> int:
@@ -90,11 +95,7 @@ def _add_reenact(sub) -> None:
     re.add_argument("--output", required=True, help="output .mp4 (its directory must exist)")
     re.add_argument("--weights", help="a saved pipeline directory (default: the packaged demo weights)")
     re.add_argument("--expression-scale", type=float, default=1.0, help="scale of the expression changes (default 1)")
-    re.add_argument("--size", choices=["crop", "full"], default="crop",
-                    help="256x256 face crop (default) or the crop pasted back into the full image")
-    re.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    re.add_argument("--batch-size", type=int, default=8, help="frames rendered at a time (default 8)")
-    re.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_render_options(re)
     re.set_defaults(func=_reenact)
 
 
