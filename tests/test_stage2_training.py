@@ -76,3 +76,11 @@ def test_bench_mesh2video_reports_stages_and_flops(capsys):
     assert 0 < parts <= report["ms_per_frame"] * 1.5
     assert 0.5 < report["gflops_per_frame"] < 10 and report["parameters"] > 1e5
     assert 0 < report["gflops_prepare_source"] < report["gflops_per_frame"] and report["ms_prepare_source"] > 0
+
+
+def test_bench_mesh_flow_pairs_the_two_variants(capsys):
+    assert main(["bench", "mesh_flow", "--json", "--repeats", "3"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["benchmark"] == "mesh_flow" and report["repeats"] == 3
+    assert report["ms_per_frame_mesh_flow"] > 0 and report["ms_per_frame_paper_literal"] > 0
+    assert abs(report["ms_added_by_mesh_flow"]) < report["ms_per_frame_mesh_flow"]

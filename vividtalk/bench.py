@@ -70,6 +70,13 @@ def bench_mesh2video(device: str = "cpu", repeats: int = 10, batch_size: int = 1
             **environment()}
 
 
+def bench_mesh_flow(device: str = "cpu", repeats: int = 200, size: str = "default") -> dict:
+    """Stage 2's mesh flow: ms per frame with and without it, frames alternated (paired medians)."""
+    from .mesh2video.bench import bench_mesh_flow_cost
+
+    return {**bench_mesh_flow_cost(device=device, repeats=repeats, size=size), **environment()}
+
+
 def bench_generate(device: str = "cpu", repeats: int = 1, batch_size: int = 8, seconds: float = 10.0,
                    weights: str | None = None) -> dict:
     """End to end with real weights (default: the packaged demo weights): the demo speech
@@ -117,7 +124,7 @@ def bench_generate(device: str = "cpu", repeats: int = 1, batch_size: int = 8, s
 
 BENCHMARKS: dict[str, Callable[..., dict]] = {
     "render": bench_render, "audio2mesh": bench_audio2mesh, "mesh2video": bench_mesh2video,
-    "generate": bench_generate,
+    "mesh_flow": bench_mesh_flow, "generate": bench_generate,
 }
 
 

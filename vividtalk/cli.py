@@ -7,7 +7,7 @@ Commands:
                   (``vividtalk fit --config stages/audio2mesh.yaml --data.root CORPUS``)
   eval VIDEO...   score videos (lip sync, identity, image quality, head motion) -> JSON report
   eval-stage2     stage 2 on held-out photos and clips (identity test, expression transfer, reenactment)
-  bench [NAME]    benchmarks (``render``, ``audio2mesh``, ``mesh2video``, ``generate``; none: all of them
+  bench [NAME]    benchmarks (``render``, ``audio2mesh``, ``mesh2video``, ``mesh_flow``, ``generate``; none: all
                   in one report); ``--json`` prints one machine-readable object
   save-pipeline   three trained stage checkpoints -> one pipeline directory (for generate --weights)
   fit-face        track and fit the face model on an image and save a visual check
@@ -244,9 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name in LIGHTNING_COMMANDS:  # parsed by the Lightning CLI (see `vividtalk fit --help`)
         sub.add_parser(name, help=f"{name} a stage with the Lightning CLI (--config stages/<stage>.yaml)",
                        add_help=False)
-    bench = sub.add_parser("bench", help="run a benchmark (render, audio2mesh, mesh2video, generate)")
+    bench = sub.add_parser("bench", help="run a benchmark (render, audio2mesh, mesh2video, mesh_flow, generate)")
     bench.add_argument("name", nargs="?", default="all",
-                       help="render, audio2mesh, mesh2video, generate, or all (default: every one, one report)")
+                       help="render, audio2mesh, mesh2video, mesh_flow, generate, or all (default: every one, "
+                            "one report)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     bench.add_argument("--repeats", type=int, default=0, help="timed repetitions (default: the benchmark's)")

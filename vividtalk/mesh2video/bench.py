@@ -124,3 +124,38 @@ def bench_mesh2video(device: str = "cpu", repeats: int = 10, batch_size: int = 1
         "rasterizer": module.rasterizer(dev).name, "torch_threads": torch.get_num_threads(),
         "repeats": repeats,
     }
+
+
+def bench_mesh_flow_cost(device: str = "cpu", repeats: int = 200, size: str = "default") -> dict:
+    """What the mesh flow costs per 256x256 frame at batch 1: the default stage 2 with and
+    without it (same sizes, random weights), their frames rendered alternately so that a noisy
+    machine slows both alike; medians of each and of the paired differences."""
+    from .generator import WarpingGenerator
+    from .module import Mesh2VideoModule
+    from .motion_vae import DualBranchMotionVAE
+
+    dev = torch.device(device)
+    modules = {}
+    for mesh_flow in (True, False):
+        torch.manual_seed(0)
+        modules[mesh_flow] = Mesh2VideoModule(DualBranchMotionVAE(**SIZES[size]["motion_vae"], mesh_flow=mesh_flow),
+                                              WarpingGenerator(**SIZES[size]["generator"])).to(dev).eval()
+    batch = _batch(modules[True].face, 1, dev)
+    times: dict[bool, list[float]] = {True: [], False: []}
+    with torch.no_grad():
+        prepared = {k: m.prepare_source(batch["source"], batch["source_mask"], batch["source_vertices"],
+                                        batch["source_lips"]) for k, m in modules.items()}
+        for i in range(repeats + 5):  # the first 5 pairs warm up
+            for mesh_flow in ((True, False) if i % 2 else (False, True)):
+                start = time.perf_counter()
+                modules[mesh_flow].animate(prepared[mesh_flow], batch["driving_vertices"], batch["driving_lips"])
+                if dev.type == "cuda":
+                    torch.cuda.synchronize(dev)
+                if i >= 5:
+                    times[mesh_flow].append(time.perf_counter() - start)
+    added = [a - b for a, b in zip(times[True], times[False])]
+    return {"benchmark": "mesh_flow", "device": str(dev), "size": size, "resolution": [256, 256], "batch_size": 1,
+            "ms_per_frame_mesh_flow": 1000.0 * statistics.median(times[True]),
+            "ms_per_frame_paper_literal": 1000.0 * statistics.median(times[False]),
+            "ms_added_by_mesh_flow": 1000.0 * statistics.median(added), "repeats": repeats,
+            "torch_threads": torch.get_num_threads()}
