@@ -122,7 +122,8 @@ def _write_report(output, report: dict) -> None:
 def _eval_stage2(args: argparse.Namespace) -> int:
     import json
 
-    from .renderer_eval import evaluate_stage2, image_files
+    from .face.image import image_files
+    from .renderer_eval import evaluate_stage2
 
     output = _report_path(args.output)
     if args.checkpoint:

@@ -181,3 +181,24 @@ def relative_expression(beta: torch.Tensor, lip_offsets: torch.Tensor, source_be
     """
     return ((source_beta + scale * (beta - beta[:1])).clamp(0.0, 1.0),
             source_lips + scale * (lip_offsets - lip_offsets[:1]))
+
+
+def carried_motion(face, source, beta: torch.Tensor, lip_offsets: torch.Tensor, pose: torch.Tensor,
+                   scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A tracked clip's motion carried over to a prepared source, each part relative to the
+    clip's first frame (:func:`relative_expression`, :func:`copied_poses`).
+
+    Args:
+        face: the face model; source: a :class:`~vividtalk.source_face.SourceFace`.
+        beta: [T, K], lip_offsets: [T, L, 3] and pose: [T, 7] (the clip's own pixels) of the clip.
+        scale: multiplies the expression changes.
+    Returns:
+        (driving meshes [T, V, 3] in the source's crop pixels, poses [T, 7], beta [T, K]), on
+        ``beta``'s device; frame 0 is the source's own mesh.
+    """
+    dev = beta.device
+    as_t = lambda a: torch.from_numpy(a).to(dev)  # noqa: E731
+    beta, lips = relative_expression(beta, lip_offsets.to(dev), as_t(source.beta), as_t(source.lip_offsets), scale)
+    poses = copied_poses(pose.cpu().numpy(), as_t(source.pose)[None], len(beta))[0]
+    vertices = face.to(dev).assemble(beta, identity=as_t(source.identity), lip_offsets=lips, pose=poses)
+    return vertices, poses, beta

@@ -31,7 +31,6 @@ from . import motion
 from .audio.align import FPS, SAMPLE_RATE, frames_to_samples, num_frames
 from .audio.io import AudioError, load_audio
 from .face.crop import paste_back
-from .mesh2video.visualize import frames_uint8
 from .source_face import SourceFace, prepare_source, reference_poses
 
 MIN_AUDIO_SECONDS = 0.2
@@ -228,13 +227,8 @@ class VividTalkPipeline:
         source = prepare_source(frames[0] if image is None else _read_image(image), self.face)
         clock.lap("source")
         _, fit = track_and_fit(frames, self.face)
-        dev = self.device
-        beta, lips = motion.relative_expression(fit.beta.to(dev), fit.lip_offsets.to(dev),
-                                                torch.from_numpy(source.beta).to(dev),
-                                                torch.from_numpy(source.lip_offsets).to(dev), expression_scale)
-        poses = motion.copied_poses(fit.pose.numpy(), torch.from_numpy(source.pose).to(dev)[None], len(frames))[0]
-        identity = torch.from_numpy(source.identity).to(dev)
-        vertices = self.face.to(dev).assemble(beta, identity=identity, lip_offsets=lips, pose=poses)
+        vertices, poses, beta = motion.carried_motion(self.face, source, fit.beta.to(self.device), fit.lip_offsets,
+                                                      fit.pose, expression_scale)
         clock.lap("tracking")
         try:
             audio = load_audio(video)[: frames_to_samples(len(frames))]
@@ -274,20 +268,9 @@ class VividTalkPipeline:
     def frames(self, plan: GenerationPlan, batch_size: int = 8, progress: bool = False) -> Iterator[np.ndarray]:
         """Stage 2: the frames of a plan, uint8 [H, W, 3] one by one (rendered ``batch_size``
         at a time; the source is prepared once)."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        m2v, dev, src = self.mesh2video, self.device, plan.source
-        lips = self.face.lip_contour().to(dev)
-        crop = torch.from_numpy(src.crop).to(dev).permute(2, 0, 1)[None].float() / 255.0
-        source_vertices = torch.from_numpy(src.vertices).to(dev)[None]
-        prepared = m2v.prepare_source(crop, torch.from_numpy(src.masks).to(dev).long()[None], source_vertices,
-                                      source_vertices[:, lips, :2])
-        total = len(plan.vertices)
+        src, total = plan.source, len(plan.vertices)
         with tqdm(total=total, desc="mesh to video", unit="frame", disable=not progress) as bar:
-            for s in range(0, total, batch_size):
-                verts = plan.vertices[s : s + batch_size]
-                image = m2v.animate(prepared, verts, verts[:, lips, :2], sample=False)["image"]
-                batch = frames_uint8(image)
+            for batch in self.mesh2video.drive(src.crop, src.masks, src.vertices, plan.vertices, batch_size):
                 bar.update(len(batch))
                 for frame in batch:
                     yield paste_back(frame, src.image, src.box) if plan.full_size else frame

@@ -25,20 +25,14 @@ from .mesh2video.generalisation import identity_psnr, render_driven, transfer_me
 from .mesh2video.module import Mesh2VideoModule
 from .source_face import SourceFace, prepare_source
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-
-
 def driving_meshes(source: SourceFace, clip: Clip, face: FaceModel, frames: int) -> np.ndarray:
     """The first ``frames`` frames of a clip's motion (expression, lips, head pose, each
     relative to its first frame) carried over to a source: float32 [T, V, 3] crop pixels."""
     arrays = clip.arrays()
     take = lambda k: torch.from_numpy(np.asarray(arrays[k][:frames], np.float32))  # noqa: E731
-    beta, lips = motion.relative_expression(take("beta"), take("lip_offsets"), torch.from_numpy(source.beta),
-                                            torch.from_numpy(source.lip_offsets))
-    poses = motion.copied_poses(take("pose").numpy(), torch.from_numpy(source.pose)[None], len(beta))[0]
     with torch.no_grad():
-        verts = face.assemble(beta, identity=torch.from_numpy(source.identity), lip_offsets=lips, pose=poses)
-    return verts.numpy()
+        vertices = motion.carried_motion(face, source, take("beta"), take("lip_offsets"), take("pose"))[0]
+    return vertices.numpy()
 
 
 def evaluate_stage2(module: Mesh2VideoModule, photos: list[str | os.PathLike], driving: list[str | os.PathLike],
@@ -91,14 +85,3 @@ def write_strip(path: Path, source: np.ndarray, frames: np.ndarray, count: int =
     strip = np.concatenate([source] + [frames[i] for i in picks], axis=1)
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))
-
-
-def image_files(folder: str | os.PathLike) -> list[Path]:
-    """The images of a folder, sorted; an error naming the folder when there are none."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"photo folder not found: {folder}")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
-    return files

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from vividtalk.data import ClipData, build_manifest, list_clips, remove_incomplete, write_clip
 from vividtalk.face import FaceFitter, FaceModel, MediaPipeTracker, clip_crop_box, crop_image
 from vividtalk.face.segmentation import label_masks, person_mask
+from vividtalk.face.image import image_files
 from vividtalk.face.visualize import read_image
 
 CROP = 256
@@ -60,19 +61,9 @@ def prepare_source(name: str, image: np.ndarray, model: FaceModel) -> SourceFace
     return SourceFace(name, crop, labels, vertices.numpy(), fit.pose[0].numpy(), fit.identity.numpy())
 
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-
-
 def photo_paths(faces_dir: str | os.PathLike | None) -> list[Path | None]:
     """The photos of ``faces_dir`` (sorted), or [None] for the default portrait."""
-    if faces_dir is None:
-        return [None]
-    if not Path(faces_dir).is_dir():
-        raise FileNotFoundError(f"--faces folder not found: {faces_dir}")
-    paths = sorted(p for p in Path(faces_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not paths:
-        raise ValueError(f"no face images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {faces_dir}")
-    return paths
+    return [None] if faces_dir is None else image_files(faces_dir, "--faces folder")
 
 
 def load_photo(path: Path | None) -> tuple[str, np.ndarray]:

@@ -85,3 +85,24 @@ def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
         8: lambda x: x.transpose(1, 0, 2)[::-1],     # rotate 90 counter-clockwise to display
     }
     return np.ascontiguousarray(ops[orientation](image)) if orientation in ops else image
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+"""File endings read as photos when a folder of them is given."""
+
+
+def image_files(folder, what: str = "photo folder") -> list:
+    """The images of a folder (by :data:`IMAGE_SUFFIXES`), sorted: list of ``Path``.
+
+    Raises:
+        FileNotFoundError: no such folder (``what`` names it); ValueError: no image in it.
+    """
+    from pathlib import Path
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{what} not found: {folder}")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+    return files

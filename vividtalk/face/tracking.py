@@ -211,17 +211,22 @@ class MediaPipeTracker:
     def _track_any_turn(self, image: np.ndarray) -> np.ndarray | None:
         """The largest face of the image as it is or, when the detector is unsure of it there,
         of the quarter turn where it is surest (landmarks mapped back); None if none."""
-        best = _best_score(image)
+        boxes, scores = detect_faces(image, min_confidence=_UNSURE)
+        best = float(scores.max()) if len(scores) else 0.0
         if best < _SURE:
-            score, k = max((_best_score(np.rot90(image, k)), k) for k in (1, 2, 3))
-            if score > best + 0.1:
-                face = self._track_upright(np.ascontiguousarray(np.rot90(image, k)))
+            turns = [(detect_faces(np.ascontiguousarray(np.rot90(image, k)), _UNSURE), k) for k in (1, 2, 3)]
+            (t_boxes, t_scores), k = max(turns, key=lambda t: t[0][1].max() if len(t[0][1]) else 0.0)
+            if len(t_scores) and t_scores.max() > best + 0.1:
+                face = self._track_upright(np.ascontiguousarray(np.rot90(image, k)), t_boxes, t_scores)
                 if face is not None:
                     return unturn_points(face, k, image.shape[:2])
-        return self._track_upright(image)
+        return self._track_upright(image, boxes, scores)
 
-    def _track_upright(self, image: np.ndarray) -> np.ndarray | None:
-        faces = [f for box in detect_face_boxes(image) for f in self._mesh_in_box(image, box)]
+    def _track_upright(self, image: np.ndarray, boxes: np.ndarray, scores: np.ndarray) -> np.ndarray | None:
+        """The largest face meshed in the detector's boxes of the image (those above the
+        detection threshold), or by the Face Mesh's own detector when there are none."""
+        boxes = boxes[scores >= self.min_detection_confidence]
+        faces = [f for box in boxes for f in self._mesh_in_box(image, box)]
         if not faces:  # the detector can miss faces that fill the whole frame
             faces = self._faces(self._static, image)[:1]
         return select_largest(faces) if faces else None
@@ -316,13 +321,9 @@ def detect_face_boxes(image: np.ndarray, min_confidence: float = 0.5) -> np.ndar
     return detect_faces(image, min_confidence)[0]
 
 
-_SURE = 0.75
-"""Detector score above which an image is not tried turned (upright faces score 0.8-0.95)."""
-
-
-def _best_score(image: np.ndarray) -> float:
-    scores = detect_faces(image, min_confidence=0.3)[1]
-    return float(scores.max()) if len(scores) else 0.0
+_SURE, _UNSURE = 0.75, 0.3
+"""Detector scores: above _SURE an image is not tried turned (upright faces score 0.8-0.95);
+_UNSURE is the lowest score that counts when comparing turns."""
 
 
 def unturn_points(points: np.ndarray, k: int, shape: tuple[int, int]) -> np.ndarray:

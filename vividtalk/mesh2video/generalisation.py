@@ -22,32 +22,14 @@ from ..eval.image import psnr
 from ..eval.lipsync import mouth_opening
 from .conditioning import FACE_LABEL
 from .module import Mesh2VideoModule
-from .visualize import frames_uint8
 
 
-def _source_tensors(module: Mesh2VideoModule, crop: np.ndarray, labels: np.ndarray, vertices: np.ndarray) -> dict:
-    dev = module.device
-    lips = module.face.lip_contour().to(dev)
-    verts = torch.from_numpy(vertices).float().to(dev)[None]
-    return {"source": torch.from_numpy(crop).to(dev).permute(2, 0, 1)[None].float() / 255.0,
-            "source_mask": torch.from_numpy(labels).long().to(dev)[None], "source_vertices": verts,
-            "source_lips": verts[:, lips, :2]}
-
-
-@torch.no_grad()
 def render_driven(module: Mesh2VideoModule, crop: np.ndarray, labels: np.ndarray, vertices: np.ndarray,
                   driving: np.ndarray, batch_size: int = 8) -> np.ndarray:
     """Frames of a source (crop uint8 [S, S, 3], labels uint8 [S, S], mesh float [V, 3]) driven
     by meshes float [T, V, 3] (crop pixels): uint8 [T, S, S, 3]."""
     module.eval()
-    src = _source_tensors(module, crop, labels, vertices)
-    prepared = module.prepare_source(src["source"], src["source_mask"], src["source_vertices"], src["source_lips"])
-    lips = module.face.lip_contour().to(module.device)
-    out = []
-    for s in range(0, len(driving), batch_size):
-        verts = torch.from_numpy(driving[s: s + batch_size]).float().to(module.device)
-        out.append(frames_uint8(module.animate(prepared, verts, verts[:, lips, :2], sample=False)["image"]))
-    return np.concatenate(out)
+    return np.concatenate(list(module.drive(crop, labels, vertices, torch.from_numpy(driving), batch_size)))
 
 
 def identity_psnr(module: Mesh2VideoModule, crop: np.ndarray, labels: np.ndarray, vertices: np.ndarray) -> float:

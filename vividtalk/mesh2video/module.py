@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytorch_lightning as pl
@@ -33,7 +34,7 @@ from .generator import WarpingGenerator
 from .mesh_flow import MeshFlow
 from .losses import PerceptualLoss, discriminator_loss, feature_matching_loss, generator_adversarial_loss, kl_loss
 from .motion_vae import DualBranchMotionVAE
-from .visualize import flow_to_rgb
+from .visualize import flow_to_rgb, frames_uint8
 
 
 def adam_1e5(params) -> torch.optim.Optimizer:
@@ -127,13 +128,14 @@ class Mesh2VideoModule(pl.LightningModule):
         """
         b = len(driving_vertices)
         outer = prepared["outer"].expand(b, -1, -1, -1)
-        source_vertices = prepared["mesh"]["vertices"].expand(b, -1, -1)
+        uses_flow = self.motion_vae.uses_mesh_flow
+        source_vertices = prepared["mesh"]["vertices"].expand(b, -1, -1) if uses_flow else None
         rendered = self.mesh.render(self.rasterizer(outer.device), driving_vertices, outer.shape[-1], source_vertices)
         size = self.motion_vae.motion_size
         heat = gaussian_heatmaps(driving_lips, size, outer.shape[-1], self.heatmap_sigma) - prepared["source_heatmaps"]
         cond = {"pt_source": prepared["pt_source"].expand(b, -1, -1, -1), "pt_driving": compose_texture(rendered, outer),
                 "driving_face": rendered["face"], "lip_heatmaps": heat}
-        if self.motion_vae.uses_mesh_flow:
+        if uses_flow:
             mesh = self.mesh.flow(rendered, prepared["mesh"], driving_vertices)
             cond.update(mesh_flow=mesh["flow"], paint=mesh["paint"],
                         warped_source=warp(prepared["source"].expand(b, -1, -1, -1), mesh["flow"]))
@@ -167,6 +169,29 @@ class Mesh2VideoModule(pl.LightningModule):
         out = self.generator(prepared["source"].expand(b, -1, -1, -1), motion["flow"], motion["occlusion"],
                              prepared["features"].expand(b, -1, -1, -1))
         return {**cond, **motion, **out}
+
+    @torch.no_grad()
+    def drive(self, crop: np.ndarray, labels: np.ndarray, vertices, driving: torch.Tensor,
+              batch_size: int = 8) -> Iterator[np.ndarray]:
+        """Frames of one source driven by meshes, ``batch_size`` at a time (the source prepared once).
+
+        Args:
+            crop: uint8 [S, S, 3] the source crop; labels: uint8 [S, S]; vertices: float [V, 3]
+                its mesh (numpy); driving: float [T, V, 3] driving meshes (crop pixels).
+        Yields:
+            uint8 [b, S, S, 3] batches of frames.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        dev = self.device
+        lips = self.face.lip_contour().to(dev)
+        source = torch.from_numpy(crop).to(dev).permute(2, 0, 1)[None].float() / 255.0
+        verts = torch.as_tensor(vertices, dtype=torch.float32).to(dev)[None]
+        prepared = self.prepare_source(source, torch.from_numpy(labels).to(dev).long()[None], verts, verts[:, lips, :2])
+        driving = torch.as_tensor(driving, dtype=torch.float32).to(dev)
+        for s in range(0, len(driving), batch_size):
+            d = driving[s: s + batch_size]
+            yield frames_uint8(self.animate(prepared, d, d[:, lips, :2], sample=False)["image"])
 
     # ------------------------------------------------------------------ training
     def _judge(self, image: torch.Tensor, pt: torch.Tensor) -> list[list[torch.Tensor]]:
