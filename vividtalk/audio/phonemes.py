@@ -1,0 +1,133 @@
+"""Phone alignment of recorded speech with pocketsphinx's US-English acoustic model.
+
+The PyPI ``pocketsphinx`` wheel ships CMU's continuous US-English acoustic model, the CMU
+pronouncing dictionary and a phone language model. :func:`align_phones` aligns a recording
+with its transcript (forced alignment: pocketsphinx's two passes, a word search constrained to
+the text, then a state alignment of its best path); :func:`recognise_phones` recognises phones
+without a transcript (allphone search over the phone language model, less accurate). Both give
+ARPAbet phones (``"P"``, ``"AA"``, ..., ``"SIL"`` for silence and noise) with times in seconds;
+:func:`frame_labels` turns them into one label per 25 fps video frame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+
+import numpy as np
+
+from .align import FPS, SAMPLE_RATE
+from .io import AudioError
+
+SILENCE = "SIL"
+BILABIALS = frozenset({"P", "B", "M"})
+OPEN_VOWELS = frozenset({"AA", "AE", "AH", "AO", "AW", "AY"})
+CLOSE_VOWELS = frozenset({"IY", "UW", "IH", "UH"})
+_FRAME_S = 0.01  # pocketsphinx's feature frames: 10 ms
+
+
+@dataclasses.dataclass(frozen=True)
+class Phone:
+    """One aligned phone: ARPAbet ``name`` (no stress digits; ``"SIL"`` for silence and
+    noise), ``start`` and ``end`` in seconds, and the word it belongs to (None without one)."""
+
+    name: str
+    start: float
+    end: float
+    word: str | None = None
+
+    def frames(self, fps: int = FPS) -> range:
+        """Video frames whose centre lies inside the phone (may be empty for a short phone)."""
+        first = int(np.ceil(self.start * fps - 0.5))
+        last = int(np.ceil(self.end * fps - 0.5))
+        return range(max(first, 0), max(last, 0))
+
+
+def _decoder(**options):
+    try:
+        from pocketsphinx import Decoder
+    except ImportError as exc:  # pragma: no cover - pocketsphinx is a dependency
+        raise ImportError("phone alignment needs pocketsphinx: pip install 'pocketsphinx>=5'") from exc
+    return Decoder(samprate=SAMPLE_RATE, loglevel="FATAL", **options)
+
+
+def _pcm16(wav) -> bytes:
+    wav = np.asarray(wav, dtype=np.float32)
+    if wav.ndim != 1 or len(wav) < SAMPLE_RATE // 10:
+        raise AudioError(f"expected mono 16 kHz audio of at least 0.1 s as a 1-D array, got shape {wav.shape}")
+    return (np.clip(wav, -1.0, 1.0) * 32767).round().astype("<i2").tobytes()
+
+
+def _decode(decoder, pcm: bytes) -> None:
+    decoder.start_utt()
+    decoder.process_raw(pcm, full_utt=True)
+    decoder.end_utt()
+
+
+def normalise_transcript(text: str) -> list[str]:
+    """Lower-case words as the dictionary spells them (punctuation and ``<s>`` markers dropped)."""
+    text = re.sub(r"</?s>|\([^)]*\)$", " ", text.lower())
+    return re.findall(r"[a-z0-9']+", text)
+
+
+def _phone_name(name: str) -> str:
+    name = re.sub(r"\d$", "", name.upper())
+    return SILENCE if name in ("SIL", "") or name.startswith("+") else name
+
+
+def align_phones(wav, transcript: str) -> list[Phone]:
+    """Force-align a recording with its transcript.
+
+    Args:
+        wav: float32 [N] mono at 16 kHz.
+        transcript: the words spoken (case and punctuation are ignored).
+    Returns:
+        Phones in order, contiguous, silences included, each with its word.
+    Raises:
+        ValueError: a word is not in pocketsphinx's dictionary (named), or alignment failed.
+    """
+    words = normalise_transcript(transcript)
+    if not words:
+        raise ValueError("the transcript has no words")
+    decoder, pcm = _decoder(bestpath=False), _pcm16(wav)
+    unknown = sorted({w for w in words if decoder.lookup_word(w) is None})
+    if unknown:
+        raise ValueError(f"words not in the CMU pronouncing dictionary: {', '.join(unknown)}; "
+                         "spell them as a similar-sounding known word or drop them")
+    decoder.set_align_text(" ".join(words))
+    _decode(decoder, pcm)  # pass 1: the word path through the text
+    decoder.set_alignment()
+    _decode(decoder, pcm)  # pass 2: phone and state boundaries on that path
+    alignment = decoder.get_alignment()
+    if alignment is None:
+        raise ValueError("pocketsphinx could not align the recording with the transcript")
+    phones = []
+    for word in alignment:
+        label = None if word.name.startswith("<") else re.sub(r"\(\d+\)$", "", word.name)
+        for phone in word:
+            start = phone.start * _FRAME_S
+            phones.append(Phone(_phone_name(phone.name), start, start + phone.duration * _FRAME_S, label))
+    return phones
+
+
+def recognise_phones(wav) -> list[Phone]:
+    """Recognise phones without a transcript (allphone search; expect a phone error rate of
+    tens of percent: use :func:`align_phones` when the words are known)."""
+    from pocketsphinx import get_model_path
+
+    phone_lm = os.path.join(get_model_path(), "en-us", "en-us-phone.lm.bin")
+    decoder = _decoder(allphone=phone_lm, lm=None, bestpath=False, lw=2.0, beam=1e-20, pbeam=1e-20)
+    _decode(decoder, _pcm16(wav))
+    return [Phone(_phone_name(s.word), s.start_frame * _FRAME_S, (s.end_frame + 1) * _FRAME_S)
+            for s in decoder.seg()]
+
+
+def frame_labels(phones: list[Phone], num_frames: int, fps: int = FPS) -> list[str]:
+    """One phone name per video frame (the phone under the frame centre; ``"SIL"`` outside)."""
+    labels = [SILENCE] * num_frames
+    for phone in phones:
+        for f in phone.frames(fps):
+            if f < num_frames:
+                labels[f] = phone.name
+    return labels
