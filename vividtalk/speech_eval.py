@@ -1,0 +1,98 @@
+"""``vividtalk eval-speech``: stage 1's lip sync on recorded speech with transcripts.
+
+A recordings folder holds ``NAME.wav`` (any rate or channels; read as 16 kHz mono) with
+``NAME.txt`` (its transcript). Each recording is phone-aligned by pocketsphinx
+(:func:`vividtalk.audio.phonemes.align_phones`), driven through the pipeline's stage 1 onto each
+given face with a still head and no blinks (the meshes :meth:`VividTalkPipeline.plan` gives
+stage 2), and scored by :mod:`vividtalk.eval.speech_sync` on the meshes' inner-lip gap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .audio.io import load_audio
+from .audio.phonemes import Phone, align_phones
+from .eval.speech_sync import pooled, speech_sync_scores
+from .face.holes import hole_loops, mouth_gap
+from .face.image import image_files
+
+
+@dataclasses.dataclass
+class Recording:
+    """A recording, its transcript and its phone alignment (``wav``: float32 [N] at 16 kHz)."""
+
+    name: str
+    wav: np.ndarray
+    transcript: str
+    phones: list[Phone]
+
+
+def load_recordings(folder: str | os.PathLike) -> list[Recording]:
+    """Every ``NAME.wav`` of ``folder`` that has a ``NAME.txt`` transcript, aligned.
+
+    Raises:
+        FileNotFoundError: no such pairs in the folder.
+    """
+    pairs = [(w, w.with_suffix(".txt")) for w in sorted(Path(folder).glob("*.wav"))]
+    pairs = [(w, t) for w, t in pairs if t.is_file()]
+    if not pairs:
+        raise FileNotFoundError(f"no NAME.wav with a NAME.txt transcript in {folder} "
+                                "(vividtalk-prep real-speech writes such a folder)")
+    out = []
+    for wav_path, text_path in pairs:
+        wav, text = load_audio(wav_path), text_path.read_text().strip()
+        out.append(Recording(wav_path.stem, wav, text, align_phones(wav, text)))
+    return out
+
+
+@torch.no_grad()
+def mouth_gap_track(pipeline, wav: np.ndarray, image) -> tuple[np.ndarray, float]:
+    """Inner-lip gap of the generated meshes in face heights, float [T], and the identity's
+    neutral gap (its mesh with no expression and no lip offsets), for a still head."""
+    plan = pipeline.plan(wav, image, pose="still", blink=False)
+    face = pipeline.face.to(plan.vertices.device)
+    neutral = face.assemble(torch.zeros_like(plan.beta[:1]),
+                            identity=torch.from_numpy(plan.source.identity).to(plan.vertices), pose=plan.poses[:1])
+    loop = hole_loops(face)[-1]
+    height = float(neutral[0, :, 1].max() - neutral[0, :, 1].min())
+    gap = mouth_gap(plan.vertices, loop).cpu().numpy() / height
+    return gap, float(mouth_gap(neutral, loop)[0]) / height
+
+
+def evaluate_speech(pipeline, recordings: list[Recording], images: list, progress: bool = True) -> dict:
+    """Scores per (image, recording) and pooled over all of them.
+
+    Args:
+        images: face images (paths or arrays) whose identities the meshes take.
+    Returns:
+        ``{"summary": pooled scores, "per_image": {image: pooled}, "items": [rows]}``.
+    """
+    rows = []
+    jobs = [(i, r) for i in range(len(images)) for r in recordings]
+    for i, rec in tqdm(jobs, desc="speech sync", disable=not progress):
+        gap, neutral = mouth_gap_track(pipeline, rec.wav, images[i])
+        rows.append({"image": _name(images[i], i), "recording": rec.name, "neutral_gap": neutral,
+                     **speech_sync_scores(gap, neutral, rec.phones, rec.wav)})
+    names = list(dict.fromkeys(r["image"] for r in rows))
+    return {"summary": pooled(rows), "per_image": {n: pooled([r for r in rows if r["image"] == n]) for n in names},
+            "items": rows}
+
+
+def _name(image, index: int) -> str:
+    return Path(image).stem if isinstance(image, (str, os.PathLike)) else f"image{index}"
+
+
+def default_images(folder: str | os.PathLike | None) -> list:
+    """The face images of a folder, or the pipeline's default portrait when None."""
+    if folder is None:
+        from .face.visualize import default_portrait
+
+        return [default_portrait()]
+    return [str(p) for p in image_files(folder)]
