@@ -14,7 +14,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,8 @@ from vividtalk.face import FaceFitter, FaceModel, MediaPipeTracker, clip_crop_bo
 from vividtalk.face.segmentation import label_masks, person_mask
 from vividtalk.face.image import image_files
 from vividtalk.face.visualize import read_image
+
+from .acoustics import AudioAugment
 
 CROP = 256
 
@@ -121,7 +123,9 @@ class SynthConfig:
     Attributes:
         clips: number of clips; clips_per_identity: clips sharing a shape and a voice;
         spread: std of the identity-basis perturbation; min_seconds/max_seconds: target
-        clip length (sentences are drawn until the speech fits).
+        clip length (sentences are drawn until the speech fits); piper_share: share of the
+        identities speaking with the natural Piper voice (the others: eSpeak NG voices);
+        augment: the acoustic augmentation of every clip's speech (``AudioAugment(probability=0)``: clean).
     """
 
     clips: int = 200
@@ -130,36 +134,62 @@ class SynthConfig:
     spread: float = 0.8
     min_seconds: float = 4.0
     max_seconds: float = 8.0
+    piper_share: float = 0.35
+    augment: AudioAugment = field(default_factory=AudioAugment)
+
+
+def identity_voice(cfg: SynthConfig, person: int) -> str:
+    """The voice of identity ``person``: Piper's (share ``piper_share``) or an eSpeak NG voice."""
+    from .piper import VOICE
+    from .speech import VOICES
+
+    rng = np.random.default_rng([cfg.seed, 5, person])
+    voice = VOICES[int(rng.integers(len(VOICES)))]
+    return VOICE if rng.random() < cfg.piper_share else voice
+
+
+def _speaker(voice: str, rng: np.random.Generator):
+    """text -> Utterance in ``voice`` at a random rate and pitch (one draw per clip)."""
+    from .piper import VOICE, synthesize_piper
+    from .speech import synthesize
+
+    if voice == VOICE:
+        speed, pitch, noise = rng.uniform(0.85, 1.15), rng.uniform(0.88, 1.15), rng.uniform(0.7, 1.2)
+        return lambda text: synthesize_piper(text, float(speed), float(pitch), float(noise))
+    rate, pitch = int(rng.integers(130, 201)), int(rng.integers(30, 71))
+    return lambda text: synthesize(text, voice=voice, rate=rate, pitch=pitch)
 
 
 def clip_utterance(cfg: SynthConfig, index: int, voice: str):
-    """The utterance of clip ``index``: sentences in one voice until at least min_seconds."""
-    from .speech import pad_silence, random_sentence, synthesize
+    """The utterance of clip ``index``: sentences in one voice until at least min_seconds,
+    padded with silence, then acoustically augmented (``cfg.augment``)."""
+    from .acoustics import augment_utterance
+    from .speech import pad_silence, random_sentence
 
     rng = np.random.default_rng([cfg.seed, 11, index])
-    rate, pitch = int(rng.integers(130, 201)), int(rng.integers(30, 71))
+    speak = _speaker(voice, rng)
     # About 2.2 words a second at these rates: keep one sentence shorter than the longest clip.
     max_words = int(np.clip(2.2 * (cfg.max_seconds - 0.8), 3, 14))
     words = []
     for _ in range(8):
         words.append(random_sentence(rng, min_words=min(6, max_words), max_words=max_words))
-        utterance = synthesize(" ".join(words), voice=voice, rate=rate, pitch=pitch)
+        utterance = speak(" ".join(words))
         if utterance.duration >= cfg.min_seconds - 0.6:
             break
     if utterance.duration > cfg.max_seconds - 0.6 and len(words) > 1:
-        utterance = synthesize(" ".join(words[:-1]), voice=voice, rate=rate, pitch=pitch)
-    return pad_silence(utterance, float(rng.uniform(0.2, 0.4)), float(rng.uniform(0.2, 0.4)))
+        utterance = speak(" ".join(words[:-1]))
+    utterance = pad_silence(utterance, float(rng.uniform(0.2, 0.4)), float(rng.uniform(0.2, 0.4)))
+    return augment_utterance(utterance, np.random.default_rng([cfg.seed, 17, index]), cfg.augment)
 
 
 def synth_clip(cfg: SynthConfig, index: int, sources: list[SourceFace], model: FaceModel, warpers: dict) -> ClipData:
     """Generate clip ``index`` (deterministic in (cfg.seed, index))."""
     from .motion import synth_motion
-    from .speech import VOICES
 
     person = index // cfg.clips_per_identity
     source = sources[person % len(sources)]
     shape_k = person // len(sources)
-    voice = VOICES[int(np.random.default_rng([cfg.seed, 5, person]).integers(len(VOICES)))]
+    voice = identity_voice(cfg, person)
     utterance = clip_utterance(cfg, index, voice)
     lips = model.lip_indices
     motion = synth_motion(
@@ -263,12 +293,19 @@ def add_arguments(parser) -> None:
     parser.add_argument("--spread", type=float, default=0.8, help="identity-basis perturbation std")
     parser.add_argument("--min-seconds", type=float, default=4.0, help="shortest clip (s)")
     parser.add_argument("--max-seconds", type=float, default=8.0, help="longest clip (s)")
+    parser.add_argument("--piper-share", type=float, default=0.35,
+                        help="share of identities with the natural Piper voice (default 0.35; 0: eSpeak NG only)")
+    parser.add_argument("--augment", type=float, default=0.7,
+                        help="share of clips with acoustic augmentation (speed, room, noise, band, loudness; "
+                             "default 0.7; 0: clean speech)")
     parser.add_argument("--workers", type=int, default=1, help="processes (default 1)")
 
 
 def run_cli(args) -> int:
+    if not (0 <= args.piper_share <= 1 and 0 <= args.augment <= 1):
+        raise ValueError("--piper-share and --augment are shares: give values in [0, 1]")
     cfg = SynthConfig(args.clips, args.seed, args.clips_per_identity, args.spread, args.min_seconds,
-                      args.max_seconds)
+                      args.max_seconds, args.piper_share, AudioAugment(probability=args.augment))
     if cfg.clips < 1 or cfg.clips_per_identity < 1 or not 0.5 < cfg.min_seconds <= cfg.max_seconds:
         raise ValueError("need --clips >= 1, --clips-per-identity >= 1 and 0.5 < --min-seconds <= --max-seconds")
     summary = generate_corpus(args.out_dir, cfg, args.faces, args.workers)

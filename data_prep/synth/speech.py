@@ -43,6 +43,7 @@ _PARAM_RATE = 1
 _PARAM_PITCH = 3
 _CHARS_UTF8 = 1
 _POS_CHARACTER = 1
+_PHONEMES_IPA = 0x02  # espeak_TextToPhonemes: IPA (UTF-8) instead of mnemonics
 _EE_OK = 0
 
 # eSpeak's pause mnemonics ("_", "_:", "_!", ...) all become this one silence symbol.
@@ -205,6 +206,38 @@ def _speak(text: str, voice: str, rate: int, pitch: int) -> tuple[np.ndarray, li
             _close(lib)
     audio = np.concatenate(collector.chunks) if collector.chunks else np.zeros(0, np.int16)
     return audio, collector.events
+
+
+def phonemize(text: str, voice: str = "en-us") -> list[list[tuple[str, str]]]:
+    """eSpeak NG's phonemes of ``text`` without speaking it, clause by clause.
+
+    Returns:
+        One list per clause of (mnemonic, IPA) pairs, one pair per phoneme (stress marks kept on
+        both), with ``(" ", " ")`` between words. The two transcriptions come from two calls
+        with a phoneme separator, so they pair up one to one.
+    """
+    def clauses(mode: int) -> list[list[str]]:
+        buf = ctypes.create_string_buffer(text.encode("utf-8"))
+        ptr, out = ctypes.c_char_p(ctypes.addressof(buf)), []
+        while ptr.value:  # one clause per call; eSpeak advances the pointer
+            result = lib.espeak_TextToPhonemes(ctypes.byref(ptr), _CHARS_UTF8, mode | (ord("|") << 8))
+            words = (result or b"").decode("utf-8").split()
+            out.append([p for i, w in enumerate(words) for p in ([" "] if i else []) + w.split("|")])
+        return out
+
+    with _LOCK:
+        lib_path, data_path = _private_library()
+        lib = _open(lib_path, data_path)
+        try:
+            lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
+            lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_char_p), ctypes.c_int, ctypes.c_int]
+            _select_voice(lib, data_path, voice)
+            ascii_, ipa = clauses(0), clauses(_PHONEMES_IPA)
+        finally:
+            _close(lib)
+    if [len(c) for c in ascii_] != [len(c) for c in ipa]:
+        raise RuntimeError(f"eSpeak's ASCII and IPA phonemes of {text!r} do not pair up")
+    return [[(a, i) for a, i in zip(ca, ci) if a] for ca, ci in zip(ascii_, ipa)]
 
 
 def phoneme_segments(
