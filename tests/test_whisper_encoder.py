@@ -9,6 +9,7 @@ import importlib.util
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from vividtalk.audio.align import num_frames
 from vividtalk.audio.mel import mel_filterbank
@@ -110,3 +111,40 @@ def test_missing_weights_are_a_clear_error(tmp_path, monkeypatch):
         WhisperEncoder.from_pretrained()
     with pytest.raises(FileNotFoundError, match="config.json"):
         WhisperEncoder.from_pretrained(tmp_path)
+
+
+def test_a_shorter_window_is_the_same_encoder_on_fewer_positions(tiny_encoder):
+    """window_seconds cuts the position table: the output equals the encoder's layers applied by
+    hand to the short input with the first positions."""
+    short = WhisperEncoder(tiny_encoder.model, overlap_seconds=0.1, window_seconds=0.4)
+    assert short.window == 6400 and tiny_encoder.window == 16000  # the original is left as it was
+    wav = torch.from_numpy(_speech_like(0.4))[None]
+    m = tiny_encoder.model
+    with torch.no_grad():
+        mel = whisper_log_mel(wav)
+        x = F.gelu(m.conv2(F.gelu(m.conv1(mel)))).transpose(1, 2) + m.embed_positions.weight[:20]
+        for layer in m.layers:
+            x = layer(x, attention_mask=None)
+        ref = m.layer_norm(x)[0]
+        out = short._outputs_50hz(wav)[0]
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="window_seconds"):
+        WhisperEncoder(tiny_encoder.model, window_seconds=2.0)
+
+
+def test_features_are_cached_once_per_clip(tiny_synth_corpus, tiny_encoder, tmp_path):
+    import shutil
+
+    from data_prep.features import cache_features
+    from vividtalk.data import Clip, list_clips
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(tiny_synth_corpus, corpus)
+    summary = cache_features(corpus, tiny_encoder, "tiny", progress=False)
+    assert summary["written"] == 4 and summary["skipped"] == 0
+    clip = Clip(list_clips(corpus)[0])
+    feats = clip.features("tiny")
+    wav = torch.from_numpy(np.pad(clip.audio(), (0, max(0, len(clip) * 640 - len(clip.audio()))))[: len(clip) * 640])
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(feats), tiny_encoder(wav[None])[0], atol=1e-5, rtol=0)
+    assert cache_features(corpus, tiny_encoder, "tiny", progress=False)["written"] == 0  # resumed: nothing to do

@@ -52,12 +52,13 @@ def bench_render(
 
 
 def bench_audio2mesh(device: str = "cpu", repeats: int = 5, batch_size: int = 1, size: str = "demo",
-                     seconds: float = 10.0) -> dict:
-    """Stage 1: ``seconds`` of audio features -> driven meshes and poses (cached vs uncached)."""
+                     seconds: float = 10.0, encoder: str = "whisper") -> dict:
+    """Stage 1: ``seconds`` of speech -> driven meshes and poses, audio encoders included
+    (``encoder``: whisper or logmel for the expression network), cached vs uncached decoding."""
     from .audio2mesh.bench import bench_audio2mesh as run
 
-    return {**run(device=device, repeats=repeats, seconds=seconds, size=size, batch_size=batch_size),
-            **environment()}
+    return {**run(device=device, repeats=repeats, seconds=seconds, size=size, batch_size=batch_size,
+                  encoder=encoder), **environment()}
 
 
 def bench_mesh2video(device: str = "cpu", repeats: int = 10, batch_size: int = 1, size: str = "default",

@@ -7,6 +7,7 @@ Commands:
                   (``vividtalk fit --config stages/audio2mesh.yaml --data.root CORPUS``)
   eval VIDEO...   score videos (lip sync, identity, image quality, head motion) -> JSON report
   eval-stage2     stage 2 on held-out photos and clips (identity test, expression transfer, reenactment)
+  eval-speech     stage 1 on recorded speech with transcripts (closures, vowels, mouth/energy)
   bench [NAME]    benchmarks (``render``, ``audio2mesh``, ``mesh2video``, ``mesh_flow``, ``generate``; none: all
                   in one report); ``--json`` prints one machine-readable object
   save-pipeline   three trained stage checkpoints -> one pipeline directory (for generate --weights)
@@ -25,7 +26,7 @@ def _bench(args: argparse.Namespace) -> int:
     from .bench import run_benchmark
 
     kwargs = {"device": args.device}
-    for key in ("repeats", "batch_size", "size", "seconds", "weights"):
+    for key in ("repeats", "batch_size", "size", "seconds", "weights", "encoder"):
         if getattr(args, key):
             kwargs[key] = getattr(args, key)
     if args.no_mesh_flow:
@@ -158,6 +159,46 @@ def _add_eval_stage2(sub) -> None:
     ev.set_defaults(func=_eval_stage2)
 
 
+def _eval_speech(args: argparse.Namespace) -> int:
+    import json
+
+    from .speech_eval import default_images, evaluate_speech, load_recordings
+
+    output = _report_path(args.output)
+    recordings = load_recordings(args.recordings)
+    pipe = _pipeline(args)
+    report = evaluate_speech(pipe, recordings, default_images(args.faces), progress=not args.quiet)
+    _write_report(output, report)
+    print(json.dumps(report["summary"], indent=1))
+    print(f"wrote {output}")
+    return 0
+
+
+def _pipeline(args: argparse.Namespace):
+    """The saved pipeline of ``--weights`` (default: the demo weights), with ``--audio2mesh``
+    (a stage-1 checkpoint) in place of its stage 1 when given."""
+    from .pipeline import VividTalkPipeline
+
+    pipe = VividTalkPipeline.from_pretrained(args.weights, device=args.device)
+    if getattr(args, "audio2mesh", None):
+        pipe = pipe.replace_stages({"audio2mesh": args.audio2mesh}).to(args.device)
+    return pipe
+
+
+def _add_eval_speech(sub) -> None:
+    ev = sub.add_parser("eval-speech", help="stage 1's lip sync on recorded speech with transcripts "
+                                            "(bilabial closures, open vowels, mouth/energy)")
+    ev.add_argument("--recordings", required=True,
+                    help="folder of NAME.wav + NAME.txt (vividtalk-prep real-speech writes one)")
+    ev.add_argument("--faces", help="folder of face photos whose identities speak (default: the demo portrait)")
+    ev.add_argument("--weights", help="a saved pipeline directory (default: the packaged demo weights)")
+    ev.add_argument("--audio2mesh", help="a stage-1 Lightning checkpoint to use instead of the pipeline's")
+    ev.add_argument("--output", required=True, help="the JSON report")
+    ev.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    ev.add_argument("--quiet", action="store_true", help="no progress bars")
+    ev.set_defaults(func=_eval_speech)
+
+
 def _eval(args: argparse.Namespace) -> int:
     from .eval.report import EvalWeights, evaluate_videos, format_table
 
@@ -242,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_reenact(sub)
     _add_eval(sub)
     _add_eval_stage2(sub)
+    _add_eval_speech(sub)
     for name in LIGHTNING_COMMANDS:  # parsed by the Lightning CLI (see `vividtalk fit --help`)
         sub.add_parser(name, help=f"{name} a stage with the Lightning CLI (--config stages/<stage>.yaml)",
                        add_help=False)
@@ -256,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--size", default="", help="network size: audio2mesh demo (default) or paper; mesh2video default or large")
     bench.add_argument("--seconds", type=float, default=0.0, help="audio length (audio2mesh, generate; default 10)")
     bench.add_argument("--weights", default="", help="generate: a saved pipeline (default: the demo weights)")
+    bench.add_argument("--encoder", default="", help="audio2mesh: the expression network's audio encoder, "
+                                                     "whisper (default) or logmel")
     bench.add_argument("--no-mesh-flow", action="store_true", help="mesh2video: the paper-literal variant (ablation)")
     bench.set_defaults(func=_bench)
     save = sub.add_parser("save-pipeline", help="three stage checkpoints (vividtalk fit) -> a pipeline directory")

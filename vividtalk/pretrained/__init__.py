@@ -58,8 +58,16 @@ def run_config(checkpoint: Path) -> dict:
     return yaml.safe_load(path.read_text())["model"]
 
 
+def external_prefixes(module: torch.nn.Module) -> tuple[str, ...]:
+    """State-dict prefixes of submodules that load their own weights when built
+    (``external_weights = True``, e.g. the Whisper encoder read from its package): a saved
+    pipeline leaves them out instead of copying tens of MB of someone else's weights."""
+    return tuple(name + "." for name, m in module.named_modules() if name and getattr(m, "external_weights", False))
+
+
 def _load_state(module: torch.nn.Module, state: dict, what: str) -> None:
     missing, unexpected = module.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith(external_prefixes(module) or ("\0",))]
     unexpected = [k for k in unexpected if not k.startswith("discriminator.")]
     if missing or unexpected:
         raise ValueError(f"{what} does not match its configuration: missing {missing[:5]}, unexpected "
@@ -97,8 +105,9 @@ def save_pipeline(pipe, path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     tensors = {}
     for stage in STAGES:
+        skip = ("discriminator.",) + external_prefixes(getattr(pipe, stage))
         for key, value in getattr(pipe, stage).state_dict().items():
-            if not key.startswith("discriminator."):
+            if not key.startswith(skip):
                 tensors[f"{stage}.{key}"] = value.detach().cpu().contiguous()
     stages = copy.deepcopy({s: pipe.config[s] for s in STAGES})
     vae = getattr(pipe.mesh2video, "motion_vae", None)
