@@ -69,6 +69,26 @@ def test_save_pretrained_round_trip_and_face_model_check(pipe, portrait, tiny_pi
         VividTalkPipeline.from_pretrained(tmp_path)
 
 
+def test_externally_loaded_encoder_weights_stay_out_of_saved_pipelines(pipe, tmp_path, monkeypatch):
+    """A submodule with ``external_weights`` (the Whisper encoder, rebuilt from its package) is
+    not copied into model.safetensors, and loading does not miss it."""
+    from safetensors.torch import load_file
+
+    from vividtalk.audio import LogMelEncoder
+
+    full = load_file(str(pipe.save_pretrained(tmp_path / "full") / "model.safetensors"))
+    assert any(k.startswith("audio2mesh.audio_encoder.") for k in full)
+    monkeypatch.setattr(LogMelEncoder, "external_weights", True, raising=False)
+    lean = pipe.save_pretrained(tmp_path / "lean")
+    kept = load_file(str(lean / "model.safetensors"))
+    assert not any(".audio_encoder." in k for k in kept)  # neither stage 1's nor the pose mapper's
+    assert set(kept) == {k for k in full if ".audio_encoder." not in k}
+    VividTalkPipeline.from_pretrained(lean)  # the encoders build their own weights
+    monkeypatch.setattr(LogMelEncoder, "external_weights", False)
+    with pytest.raises(ValueError, match="missing"):
+        VividTalkPipeline.from_pretrained(lean)
+
+
 def test_the_packaged_demo_weights_load():
     pipe = VividTalkPipeline.from_pretrained()
     assert pipe.face.model_id == pipe.mesh2video.face.model_id
