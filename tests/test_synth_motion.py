@@ -160,6 +160,24 @@ def test_bilabials_close_and_open_vowels_open(mama, names, seed):
     assert jaw[:3].max() < 0.05 and jaw[-3:].max() < 0.05  # silence: mouth at rest
 
 
+def test_the_jaw_orders_vowels_by_openness_and_rises_for_alveolars(names):
+    """Articulatory order of jaw opening (articulography: open vowels 8-15 mm, schwa ~6, close
+    vowels and alveolars 3-5): the mean jawOpen over each class's phonemes, many sentences."""
+    from collections import defaultdict
+
+    rng = np.random.default_rng(4)
+    jaw = defaultdict(list)
+    for i in range(12):
+        u = speech.synthesize(speech.random_sentence(rng), "en-us", 160, 50)
+        beta = visemes.viseme_curves(u.phonemes, motion.num_frames(len(u.audio)), names, np.random.default_rng(i))
+        for p, s, e in u.phonemes:
+            jaw[visemes.viseme_classes(p)].append(beta[frame_at((s + e) / 2), names.index("jawOpen")])
+    mean = {k[0]: float(np.mean(v)) for k, v in jaw.items() if len(k) == 1 and len(v) >= 5}
+    assert mean["open"] > mean["mid"] > mean["schwa"] > max(mean["spread"], mean["rounded"])
+    assert mean["schwa"] > 1.3 * max(mean["spread"], mean["rounded"])
+    assert mean["alveolar"] < 0.75 * mean["mid"]  # consonants borrow from their vowels, but less
+
+
 def test_curves_are_smooth(papa, names):
     num = motion.num_frames(len(papa.audio))
     beta = visemes.viseme_curves(papa.phonemes, num, names, np.random.default_rng(0))

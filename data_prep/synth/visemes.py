@@ -73,15 +73,17 @@ VISEMES = {
                           critical={"jawOpen": 8.0, "mouthRollLower": 12.0, "mouthLowerDown": 8.0,
                                     "mouthFunnel": 6.0, "mouthUpperUp": 4.0},
                           width=0.3, release=0.8, core=0.9, sharpness=4.0),
-    "alveolar": Viseme({"jawOpen": 0.12, "mouthLowerDown": 0.1, "mouthUpperUp": 0.08,
+    # Alveolars and velars raise the jaw (the tongue needs it near the palate): less open than
+    # the vowels around them (articulography: 3-6 mm of jaw opening against 8-15 for open vowels).
+    "alveolar": Viseme({"jawOpen": 0.07, "mouthLowerDown": 0.05, "mouthUpperUp": 0.05,
                         "mouthStretch": 0.08}, dominance=0.5, critical={"jawOpen": 1.5}),
-    "velar": Viseme({"jawOpen": 0.18, "mouthLowerDown": 0.05}, dominance=0.4, critical={"jawOpen": 0.8}),
+    "velar": Viseme({"jawOpen": 0.14, "mouthLowerDown": 0.05}, dominance=0.4, critical={"jawOpen": 0.8}),
     "postalveolar": Viseme({"jawOpen": 0.1, "mouthFunnel": 0.35, "mouthPucker": 0.2,
                             "mouthUpperUp": 0.15, "mouthLowerDown": 0.15},
                            dominance=0.8, critical={"mouthFunnel": 2.0, "mouthPucker": 1.5}),
     "r": Viseme({"jawOpen": 0.12, "mouthPucker": 0.3, "mouthFunnel": 0.15}, dominance=0.6),
-    "rounded": Viseme({"jawOpen": 0.1, "mouthPucker": 0.65, "mouthFunnel": 0.3},
-                      critical={"mouthPucker": 2.0, "mouthFunnel": 1.5}, width=1.3, vowel=True),
+    "rounded": Viseme({"jawOpen": 0.05, "mouthPucker": 0.65, "mouthFunnel": 0.2},
+                      critical={"mouthPucker": 2.0, "mouthFunnel": 1.5, "jawOpen": 1.5}, width=1.3, vowel=True),
     "open_rounded": Viseme({"jawOpen": 0.38, "mouthFunnel": 0.5, "mouthPucker": 0.2,
                             "mouthLowerDown": 0.1}, critical={"mouthFunnel": 1.5},
                            width=1.2, vowel=True),
@@ -89,9 +91,10 @@ VISEMES = {
                    critical={"jawOpen": 1.5, "mouthPress": 1.5}, vowel=True),
     "mid": Viseme({"jawOpen": 0.32, "mouthLowerDown": 0.18, "mouthStretch": 0.12, "mouthUpperUp": 0.05},
                   critical={"jawOpen": 1.05, "mouthPress": 1.05}, vowel=True),
-    "schwa": Viseme({"jawOpen": 0.2, "mouthLowerDown": 0.08}, dominance=0.5, vowel=True),
-    "spread": Viseme({"jawOpen": 0.12, "mouthStretch": 0.35, "mouthSmile": 0.2, "mouthUpperUp": 0.1},
-                     critical={"mouthStretchLeft": 1.5, "mouthStretchRight": 1.5}, vowel=True),
+    # Schwa is mid-open and a vowel nucleus: dominant enough not to be swallowed by consonants.
+    "schwa": Viseme({"jawOpen": 0.3, "mouthLowerDown": 0.14}, dominance=0.8, vowel=True),
+    "spread": Viseme({"jawOpen": 0.05, "mouthStretch": 0.35, "mouthSmile": 0.2, "mouthUpperUp": 0.04},
+                     critical={"mouthStretchLeft": 1.5, "mouthStretchRight": 1.5, "jawOpen": 1.5}, vowel=True),
     "weak": Viseme({"jawOpen": 0.15}, dominance=0.15),  # h, glottal stop: shaped by neighbours
 }
 

@@ -97,11 +97,15 @@ def align_phones(wav, transcript: str) -> list[Phone]:
                          "spell them as a similar-sounding known word or drop them")
     decoder.set_align_text(" ".join(words))
     _decode(decoder, pcm)  # pass 1: the word path through the text
-    decoder.set_alignment()
-    _decode(decoder, pcm)  # pass 2: phone and state boundaries on that path
-    alignment = decoder.get_alignment()
+    try:
+        decoder.set_alignment()  # fails when pass 1 found no path through the whole text
+        _decode(decoder, pcm)  # pass 2: phone and state boundaries on that path
+        alignment = decoder.get_alignment()
+    except RuntimeError:
+        alignment = None
     if alignment is None:
-        raise ValueError("pocketsphinx could not align the recording with the transcript")
+        raise ValueError("pocketsphinx could not align the recording with the transcript (does the "
+                         "transcript match the speech? very noisy or robotic speech can fail)")
     phones = []
     for word in alignment:
         label = None if word.name.startswith("<") else re.sub(r"\(\d+\)$", "", word.name)
