@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -168,6 +169,39 @@ def test_bsvo_loss(face_model):
     torch.testing.assert_close(out["loss"], 10.0 * out["mesh"])
     mesh = nonrigid_mesh(face_model, target["beta"], target["lip_offsets"], identity)
     assert mesh.shape == (2, 5, 468, 3)
+
+
+def test_lip_gap_term_and_closure_recall(face_model):
+    """The lip-gap term is the L1 of the inner-lip gaps (reference: the mouth-hole polygon's
+    area over its width, computed here with numpy); closure recall counts closed targets."""
+    from vividtalk.audio2mesh.losses import lip_gap
+    from vividtalk.audio2mesh.module import closure_recall
+    from vividtalk.face.holes import hole_loops
+
+    identity = face_model.mean[None]
+    jaw = face_model.expression_names.index("jawOpen")
+    closed = torch.zeros(1, 4, 29)
+    opened = closed.clone()
+    opened[0, 2:, jaw] = 0.4  # frames 2, 3 open
+    none = torch.zeros(1, 4, 80, 3)
+    target, pred = ({"beta": b, "lip_offsets": none, "identity": identity} for b in (closed, opened))
+    out = bsvo_loss(face_model, pred, target, gap_weight=10.0)
+    mesh = nonrigid_mesh(face_model, opened, none, identity)[0].numpy()
+
+    def gap(v):  # shoelace area / width of the mouth loop
+        p = v[hole_loops(face_model)[-1], :2]
+        area = 0.5 * abs(np.sum(p[:, 0] * np.roll(p[:, 1], -1) - p[:, 1] * np.roll(p[:, 0], -1)))
+        return area / np.linalg.norm(p - p[0], axis=1).max()
+
+    expected = np.mean([abs(gap(mesh[t]) - gap(mesh[0])) for t in range(4)])
+    torch.testing.assert_close(out["gap"], torch.tensor(expected, dtype=torch.float32), rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(out["loss"], out["coeff"] + 10.0 * out["mesh"] + 10.0 * out["gap"])
+    assert bsvo_loss(face_model, pred, target)["loss"] == out["coeff"] + 10.0 * out["mesh"]  # default: the paper's
+    torch.testing.assert_close(lip_gap(face_model, torch.from_numpy(mesh))[1], torch.tensor(gap(mesh[1])))
+    truth = nonrigid_mesh(face_model, closed, none, identity)
+    assert closure_recall(face_model, truth, truth, identity) == 1.0
+    half = nonrigid_mesh(face_model, opened, none, identity)
+    assert closure_recall(face_model, half, truth, identity) == 0.5  # frames 0, 1 of 4 closed
 
 
 def test_module_rejects_mismatched_audio_sizes():

@@ -165,9 +165,12 @@ def _eval_speech(args: argparse.Namespace) -> int:
     from .speech_eval import default_images, evaluate_speech, load_recordings
 
     output = _report_path(args.output)
-    recordings = load_recordings(args.recordings)
+    recordings, skipped = load_recordings(args.recordings)
+    for name, why in skipped.items():
+        print(f"left out {name}: {why}", file=sys.stderr)
     pipe = _pipeline(args)
-    report = evaluate_speech(pipe, recordings, default_images(args.faces), progress=not args.quiet)
+    report = {**evaluate_speech(pipe, recordings, default_images(args.faces), progress=not args.quiet),
+              "left_out": skipped}
     _write_report(output, report)
     print(json.dumps(report["summary"], indent=1))
     print(f"wrote {output}")

@@ -34,8 +34,9 @@ class Recording:
     phones: list[Phone]
 
 
-def load_recordings(folder: str | os.PathLike) -> list[Recording]:
-    """Every ``NAME.wav`` of ``folder`` that has a ``NAME.txt`` transcript, aligned.
+def load_recordings(folder: str | os.PathLike) -> tuple[list[Recording], dict[str, str]]:
+    """Every ``NAME.wav`` of ``folder`` that has a ``NAME.txt`` transcript, aligned; and the
+    recordings that could not be aligned, by name, with the reason (they are left out).
 
     Raises:
         FileNotFoundError: no such pairs in the folder.
@@ -45,11 +46,16 @@ def load_recordings(folder: str | os.PathLike) -> list[Recording]:
     if not pairs:
         raise FileNotFoundError(f"no NAME.wav with a NAME.txt transcript in {folder} "
                                 "(vividtalk-prep real-speech writes such a folder)")
-    out = []
+    out, skipped = [], {}
     for wav_path, text_path in pairs:
         wav, text = load_audio(wav_path), text_path.read_text().strip()
-        out.append(Recording(wav_path.stem, wav, text, align_phones(wav, text)))
-    return out
+        try:
+            out.append(Recording(wav_path.stem, wav, text, align_phones(wav, text)))
+        except ValueError as err:
+            skipped[wav_path.stem] = str(err)
+    if not out:
+        raise ValueError(f"no recording in {folder} could be aligned: {skipped}")
+    return out, skipped
 
 
 @torch.no_grad()

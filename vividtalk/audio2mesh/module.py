@@ -18,7 +18,7 @@ from torch import nn
 
 from ..eval.mesh import face_dynamics_deviation, lip_vertex_error, upper_face_vertices
 from ..face.model import FaceModel
-from .losses import bsvo_loss, nonrigid_mesh
+from .losses import bsvo_loss, lip_gap, nonrigid_mesh
 
 
 def adam(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
@@ -37,7 +37,8 @@ class Audio2MeshModule(pl.LightningModule):
             cached features.
         optimizer: a callable params -> optimiser (LightningCLI: ``class_path`` in YAML).
         lr_scheduler: optional callable optimiser -> scheduler, stepped once per epoch.
-        coeff_weight, mesh_weight: weights of L_bsvo's two terms.
+        coeff_weight, mesh_weight: weights of L_bsvo's two terms; gap_weight: of the lip-gap
+            term (:func:`~vividtalk.audio2mesh.losses.bsvo_loss`; 0: the paper's loss).
         face_model: path of a face model file; None for the packaged default.
     """
 
@@ -51,12 +52,13 @@ class Audio2MeshModule(pl.LightningModule):
         coeff_weight: float = 1.0,
         mesh_weight: float = 10.0,
         face_model: str | None = None,
+        gap_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["network", "style_encoder", "audio_encoder", "optimizer", "lr_scheduler"])
         self.network, self.style_encoder, self.audio_encoder = network, style_encoder, audio_encoder
         self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
-        self.coeff_weight, self.mesh_weight = coeff_weight, mesh_weight
+        self.coeff_weight, self.mesh_weight, self.gap_weight = coeff_weight, mesh_weight, gap_weight
         self.face = FaceModel.load(face_model) if face_model else FaceModel.default()
         _check_audio_dim(network, audio_encoder)
         self.register_buffer("upper_face", upper_face_vertices(self.face), persistent=False)
@@ -78,7 +80,7 @@ class Audio2MeshModule(pl.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         z_style = self.style_encoder(batch["identity"])
         pred = self.network(self.features(batch), z_style, beta=batch["beta"], lip_offsets=batch["lip_offsets"])
-        losses = bsvo_loss(self.face, pred, batch, self.coeff_weight, self.mesh_weight)
+        losses = bsvo_loss(self.face, pred, batch, self.coeff_weight, self.mesh_weight, self.gap_weight)
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True, batch_size=len(batch["beta"]))
         with torch.no_grad():
             self.target_beta_sum += batch["beta"].double().sum((0, 1))
@@ -112,7 +114,7 @@ class Audio2MeshModule(pl.LightningModule):
     def _evaluate(self, batch: dict, stage: str) -> None:
         z_style = self.style_encoder(batch["identity"])
         pred = self.network.generate(self.features(batch), z_style)
-        losses = bsvo_loss(self.face, pred, batch, self.coeff_weight, self.mesh_weight)
+        losses = bsvo_loss(self.face, pred, batch, self.coeff_weight, self.mesh_weight, self.gap_weight)
         mesh_pred = nonrigid_mesh(self.face, pred["beta"], pred["lip_offsets"], batch["identity"])
         mesh_true = nonrigid_mesh(self.face, batch["beta"], batch["lip_offsets"], batch["identity"])
         neutral = batch["identity"][:, None].expand_as(mesh_true)
@@ -122,6 +124,8 @@ class Audio2MeshModule(pl.LightningModule):
             "lve": lip_vertex_error(mesh_pred, mesh_true, lips).mean(),
             "lve_neutral_baseline": lip_vertex_error(neutral, mesh_true, lips).mean(),
             "fdd": face_dynamics_deviation(mesh_pred, mesh_true, self.upper_face).mean(),
+            "gap_error": losses["gap"],
+            "closure_recall": closure_recall(self.face, mesh_pred, mesh_true, batch["identity"]),
         }
         mean = self.mean_face(batch)
         if mean is not None:
@@ -134,6 +138,17 @@ class Audio2MeshModule(pl.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
+
+
+def closure_recall(face: FaceModel, mesh_pred: torch.Tensor, mesh_true: torch.Tensor, identity: torch.Tensor,
+                   margin: float = 0.005) -> torch.Tensor:
+    """Share of the frames with closed target lips (inner-lip gap within ``margin`` face heights
+    of the identity's neutral gap) where the prediction is closed too (NaN without any)."""
+    height = (identity[..., 1].amax(-1) - identity[..., 1].amin(-1))[:, None]  # [B, 1]
+    neutral = lip_gap(face, identity)[:, None]
+    closed_true = lip_gap(face, mesh_true) <= neutral + margin * height
+    closed_pred = lip_gap(face, mesh_pred) <= neutral + margin * height
+    return (closed_pred & closed_true).sum() / closed_true.sum()
 
 
 def _check_audio_dim(network: nn.Module, audio_encoder: nn.Module | None) -> None:
