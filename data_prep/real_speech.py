@@ -60,14 +60,47 @@ def collect(out_dir: str | os.PathLike, sets: list[str], source: Path = TESTDATA
     return names
 
 
+def write_training_clips(recordings: Path, corpus: str | os.PathLike, seed: int = 0) -> list[str]:
+    """Turn aligned recordings (``NAME.wav`` + ``NAME.phones.json``) into stage-1 training clips
+    of ``corpus``: the recorded audio, the viseme model's motion from the aligned phones, the
+    default portrait's face warped to it (as ``vividtalk-prep synth`` renders). Returns the clip
+    names; the corpus manifest is rebuilt."""
+    from vividtalk.data import build_manifest, write_clip
+
+    from .synth.corpus import SynthConfig, _Worker, synth_clip
+    from .synth.speech import Utterance
+    from .synth.visemes import from_arpabet
+    from vividtalk.audio.io import load_audio
+
+    worker, names = _Worker([None]), []
+    for k, path in enumerate(sorted(Path(recordings).glob("*.phones.json"))):
+        stem = path.name[: -len(".phones.json")]
+        phones = from_arpabet([(p[0], p[1], p[2]) for p in json.loads(path.read_text())])
+        wav = load_audio(path.with_name(stem + ".wav"))
+        phones[-1] = (phones[-1][0], phones[-1][1], len(wav) / 16000)
+        utterance = Utterance(wav, phones, path.with_name(stem + ".txt").read_text().strip(),
+                              f"real:{stem.split('-')[0]}", 0, 0)
+        data = synth_clip(SynthConfig(seed=seed, clips_per_identity=1 << 20), 10_000 + k, worker.sources,
+                          worker.model, worker.warpers, utterance=utterance)
+        write_clip(corpus, f"real-{stem}", data)
+        names.append(f"real-{stem}")
+    build_manifest(Path(corpus), seed=seed)
+    return names
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("out_dir", help="folder for NAME.wav + NAME.txt (+ NAME.phones.json)")
     parser.add_argument("--sets", nargs="+", default=["librivox"], choices=sorted(SETS),
                         help="which recordings (default: librivox, the one held-out evaluation set)")
     parser.add_argument("--source", default=str(TESTDATA), help=f"the test data folder (default {TESTDATA})")
+    parser.add_argument("--clips", help="also write them as stage-1 training clips into this corpus "
+                                        "(motion from the aligned phones; never the held-out evaluation set)")
 
 
 def run_cli(args) -> int:
     names = collect(args.out_dir, args.sets, Path(args.source))
     print(f"wrote {len(names)} recordings with transcripts and alignments to {args.out_dir}")
+    if args.clips:
+        clips = write_training_clips(Path(args.out_dir), args.clips)
+        print(f"wrote {len(clips)} training clips to {args.clips}")
     return 0

@@ -36,7 +36,7 @@ def test_alignment_finds_the_bilabials_where_espeak_put_them(espeak):
     truth = [(n, s, e) for n, s, e in espeak.phonemes if n.lstrip("',") in ("m", "b", "p")]
     assert [p.name.lower() for p in ours] == [n.lstrip("',") for n, _, _ in truth]
     starts = np.array([p.start - s for p, (_, s, _) in zip(ours, truth)])
-    assert np.median(np.abs(starts)) < 0.03 and np.abs(starts).max() < 0.08  # seconds
+    assert np.median(np.abs(starts)) < 0.03 and np.abs(starts).max() < 0.1  # seconds: within 2.5 frames
     # contiguous, ordered, every word of the transcript in order
     assert all(a.end == pytest.approx(b.start) for a, b in zip(phones, phones[1:]))
     words = [p.word for p in phones if p.word]

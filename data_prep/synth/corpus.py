@@ -182,15 +182,17 @@ def clip_utterance(cfg: SynthConfig, index: int, voice: str):
     return augment_utterance(utterance, np.random.default_rng([cfg.seed, 17, index]), cfg.augment)
 
 
-def synth_clip(cfg: SynthConfig, index: int, sources: list[SourceFace], model: FaceModel, warpers: dict) -> ClipData:
-    """Generate clip ``index`` (deterministic in (cfg.seed, index))."""
+def synth_clip(cfg: SynthConfig, index: int, sources: list[SourceFace], model: FaceModel, warpers: dict,
+               utterance=None) -> ClipData:
+    """Generate clip ``index`` (deterministic in (cfg.seed, index)); ``utterance``: speak this
+    instead of the clip's own sentence (e.g. a recording with its aligned phonemes)."""
     from .motion import synth_motion
 
     person = index // cfg.clips_per_identity
     source = sources[person % len(sources)]
     shape_k = person // len(sources)
-    voice = identity_voice(cfg, person)
-    utterance = clip_utterance(cfg, index, voice)
+    utterance = utterance or clip_utterance(cfg, index, identity_voice(cfg, person))
+    voice = utterance.voice
     lips = model.lip_indices
     motion = synth_motion(
         utterance, model.expression_names, model.num_lip_vertices, np.random.default_rng([cfg.seed, 13, index]),

@@ -120,6 +120,27 @@ _PHONEME_CLASSES = {
     "i@": ("spread", "schwa"), "i@3": ("spread", "r"), "I@": ("spread", "schwa"),
     "U@": ("rounded", "schwa"), "e@": ("mid", "schwa"),
 }
+# ARPAbet (pocketsphinx, CMUdict; stress digits dropped) -> the eSpeak mnemonic of the same sound,
+# so that aligned recordings drive the same viseme model. AH is schwa when short (CMUdict's AH0).
+ARPABET = {
+    "P": "p", "B": "b", "M": "m", "F": "f", "V": "v", "T": "t", "D": "d", "S": "s", "Z": "z", "N": "n",
+    "L": "l", "TH": "T", "DH": "D", "K": "k", "G": "g", "NG": "N", "SH": "S", "ZH": "Z", "CH": "tS",
+    "JH": "dZ", "R": "r", "ER": "3:", "W": "w", "Y": "j", "HH": "h", "AA": "A:", "AE": "a", "AH": "V",
+    "AO": "O:", "AW": "aU", "AY": "aI", "EH": "E", "EY": "eI", "IH": "I", "IY": "i:", "OW": "oU",
+    "OY": "OI", "UH": "U", "UW": "u:", "SIL": SILENCE,
+}
+_SCHWA_S = 0.07  # an AH shorter than this is the reduced vowel
+
+
+def from_arpabet(phones: list[tuple[str, float, float]]) -> list[tuple[str, float, float]]:
+    """(ARPAbet phone, start_s, end_s) -> (eSpeak mnemonic, start_s, end_s) for the viseme model."""
+    out = []
+    for name, start, end in phones:
+        symbol = ARPABET.get(name.rstrip("012"), SILENCE)
+        out.append(("@" if symbol == "V" and end - start < _SCHWA_S else symbol, start, end))
+    return out
+
+
 _GRID_HZ = 200.0  # fine time grid of the blend, before low-pass and frame sampling
 _STRESS_MARKS = "',%=!"
 _VOWEL_STARTS = "aeiouAEIOUV03@"

@@ -53,10 +53,13 @@ def _decoder(**options):
 
 
 def _pcm16(wav) -> bytes:
+    """16-bit PCM with a seeded dither of about 3 LSB: digital silence (exact zeros, as
+    synthesised or padded audio has) breaks pocketsphinx's log-energy features and its alignment."""
     wav = np.asarray(wav, dtype=np.float32)
     if wav.ndim != 1 or len(wav) < SAMPLE_RATE // 10:
         raise AudioError(f"expected mono 16 kHz audio of at least 0.1 s as a 1-D array, got shape {wav.shape}")
-    return (np.clip(wav, -1.0, 1.0) * 32767).round().astype("<i2").tobytes()
+    dither = 1e-4 * np.random.default_rng(0).standard_normal(len(wav))
+    return (np.clip(wav + dither, -1.0, 1.0) * 32767).round().astype("<i2").tobytes()
 
 
 def _decode(decoder, pcm: bytes) -> None:
