@@ -49,7 +49,7 @@ def test_audio2mesh_fit_resume_validate(whisper_corpus, tmp_path):
     cli = cli_main(["fit", *recipe("audio2mesh", tmp_path, tiny_synth_corpus, "--trainer.max_steps", "3")])
     assert type(cli.model.audio_encoder).__name__ == "PretrainedWhisperEncoder"
     assert cli.datamodule.features == "whisper-tiny.en-w10"
-    last = Path(cli.trainer.checkpoint_callback.last_model_path)
+    last = Path(cli.trainer.checkpoint_callback.dirpath) / "last.ckpt"
     assert last.is_file() and cli.trainer.global_step == 3
     metrics = cli.trainer.callback_metrics
     for key in ("val/lve", "val/fdd", "val/lve_neutral_baseline", "val/lve_mean_baseline"):
@@ -68,6 +68,48 @@ def test_audio2mesh_fit_resume_validate(whisper_corpus, tmp_path):
     assert batches and batches[0]["vertices"].shape[1:] == (32, 468, 3) and batches[0]["beta"].shape[-1] == 29
 
 
+@pytest.mark.parametrize("stage", ["audio2mesh", "pose_vqvae", "pose_mapper", "mesh2video"])
+def test_recipe_checkpoints_keep_the_last_epoch_apart_from_the_best(stage, tmp_path):
+    """The recipes' checkpoint callbacks on a model whose monitored metric gets worse every
+    epoch: the best file stays at epoch 0, last.ckpt is the end of the last epoch (a lone
+    save_last on the monitored callback would have followed the best)."""
+    import importlib
+
+    import pytorch_lightning as pl
+
+    specs = yaml.safe_load((STAGES / f"{stage}.yaml").read_text())["trainer"]["callbacks"]
+    monitors = [s["init_args"]["monitor"] for s in specs if "monitor" in s["init_args"]]
+
+    class Worsening(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def training_step(self, batch, batch_idx):
+            return (self.w - batch[0]).pow(2).mean()
+
+        def validation_step(self, batch, batch_idx):
+            sign = -1.0 if "psnr" in monitors[0] else 1.0  # psnr is maximised
+            self.log(monitors[0], sign * float(self.current_epoch))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def make(spec):
+        module, name = spec["class_path"].rsplit(".", 1)
+        return getattr(importlib.import_module(module), name)(**spec["init_args"])
+
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(4, 1)), batch_size=2)
+    trainer = pl.Trainer(max_epochs=3, callbacks=[make(s) for s in specs], default_root_dir=tmp_path, logger=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(Worsening(), data, data)
+    folder = Path(trainer.checkpoint_callback.dirpath)
+    last = torch.load(folder / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["epoch"] == 2 and last["global_step"] == 6
+    best = [p for p in folder.glob("*.ckpt") if p.name != "last.ckpt" and not p.name.startswith("step")]
+    assert len(best) == 1 and torch.load(best[0], map_location="cpu", weights_only=True)["epoch"] == 0
+
+
 def test_audio2mesh_log_mel_fallback_trains_from_waveforms(tiny_synth_corpus, tmp_path):
     cli = cli_main(["fit", *recipe("audio2mesh", tmp_path, tiny_synth_corpus, "--trainer.max_steps", "2",
                                    overlay="audio2mesh_logmel")])
@@ -78,7 +120,7 @@ def test_audio2mesh_log_mel_fallback_trains_from_waveforms(tiny_synth_corpus, tm
 
 def test_pose_codebook_then_mapper(tiny_synth_corpus, tmp_path):
     vq = cli_main(["fit", *recipe("pose_vqvae", tmp_path, tiny_synth_corpus, "--trainer.max_steps", "4")])
-    ckpt = vq.trainer.checkpoint_callback.last_model_path
+    ckpt = str(Path(vq.trainer.checkpoint_callback.dirpath) / "last.ckpt")
     assert Path(ckpt).is_file() and "val/perplexity" in vq.trainer.callback_metrics
     assert bool((vq.model.vqvae.feature_std != 1).all())  # standardisation set from the corpus
     mapper = cli_main(["fit", *recipe("pose_mapper", tmp_path, tiny_synth_corpus, "--trainer.max_epochs", "1"),
@@ -92,7 +134,7 @@ def test_pose_codebook_then_mapper(tiny_synth_corpus, tmp_path):
     metrics = mapper.trainer.callback_metrics
     for key in ("val/loss", "val/perplexity", "val/pose_within_2x", "val/std_ratio/yaw", "val/jerk_ratio/pitch"):
         assert key in metrics and torch.isfinite(metrics[key]), key
-    last = mapper.trainer.checkpoint_callback.last_model_path
+    last = str(Path(mapper.trainer.checkpoint_callback.dirpath) / "last.ckpt")
     tested = cli_main(["test", *recipe("pose_mapper", tmp_path, tiny_synth_corpus), "--ckpt_path", last])
     assert "test/pose_within_2x" in tested.trainer.callback_metrics
     predicted = cli_main(["predict", *recipe("pose_mapper", tmp_path, tiny_synth_corpus), "--ckpt_path", last])

@@ -37,7 +37,7 @@ def test_mesh2video_fit_resume_validate(tiny_synth_corpus, tmp_path, tiny_pipeli
     import cv2
 
     assert cv2.imread(str(grids[0])).shape == (256, 6 * 256, 3)  # six panels
-    last = cli.trainer.checkpoint_callback.last_model_path
+    last = str(Path(cli.trainer.checkpoint_callback.dirpath) / "last.ckpt")
     state = torch.load(last, map_location="cpu", weights_only=True)
     assert len(state["optimizer_states"]) == 2  # generator side and discriminator both saved
     resumed = cli_main(["fit", *recipe(tmp_path, tiny_synth_corpus, "--trainer.max_steps", "7"), "--ckpt_path", last])
