@@ -39,6 +39,8 @@ class Audio2MeshModule(pl.LightningModule):
         lr_scheduler: optional callable optimiser -> scheduler, stepped once per epoch.
         coeff_weight, mesh_weight: weights of L_bsvo's two terms; gap_weight: of the lip-gap
             term (:func:`~vividtalk.audio2mesh.losses.bsvo_loss`; 0: the paper's loss).
+        feature_dropout: dropout on the audio features in training (a regulariser against
+            learning the few synthetic voices of a corpus by heart).
         face_model: path of a face model file; None for the packaged default.
     """
 
@@ -53,12 +55,16 @@ class Audio2MeshModule(pl.LightningModule):
         mesh_weight: float = 10.0,
         face_model: str | None = None,
         gap_weight: float = 0.0,
+        feature_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["network", "style_encoder", "audio_encoder", "optimizer", "lr_scheduler"])
         self.network, self.style_encoder, self.audio_encoder = network, style_encoder, audio_encoder
         self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
         self.coeff_weight, self.mesh_weight, self.gap_weight = coeff_weight, mesh_weight, gap_weight
+        if not 0.0 <= feature_dropout < 1.0:
+            raise ValueError(f"feature_dropout must be in [0, 1), got {feature_dropout}")
+        self.feature_dropout = feature_dropout
         self.face = FaceModel.load(face_model) if face_model else FaceModel.default()
         _check_audio_dim(network, audio_encoder)
         self.register_buffer("upper_face", upper_face_vertices(self.face), persistent=False)
@@ -79,7 +85,8 @@ class Audio2MeshModule(pl.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         z_style = self.style_encoder(batch["identity"])
-        pred = self.network(self.features(batch), z_style, beta=batch["beta"], lip_offsets=batch["lip_offsets"])
+        features = torch.nn.functional.dropout(self.features(batch), self.feature_dropout, training=True)
+        pred = self.network(features, z_style, beta=batch["beta"], lip_offsets=batch["lip_offsets"])
         losses = bsvo_loss(self.face, pred, batch, self.coeff_weight, self.mesh_weight, self.gap_weight)
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True, batch_size=len(batch["beta"]))
         with torch.no_grad():
