@@ -8,8 +8,8 @@ encoder (the fused q/k/v projection split in three) and saves it with ``save_pre
 a directory, by default the user's cache (:func:`default_whisper_dir`), once, on first use:
 never at import. :class:`WhisperEncoder` is the stage-1 audio encoder protocol (float32
 [B, N] at 16 kHz -> [B, num_frames(N), d_model]): Whisper's log-mel front end (the same as
-``transformers.WhisperFeatureExtractor``), the encoder over 30 s windows (Whisper's only input
-length) that overlap and are cross-faded, so any length works and windows join seamlessly,
+``transformers.WhisperFeatureExtractor``), the encoder over windows (30 s, Whisper's training
+length, or shorter for speed) that overlap and are cross-faded, so any length works and windows join seamlessly,
 and the 50 Hz outputs averaged in pairs into one vector per 25 fps video frame.
 """
 
