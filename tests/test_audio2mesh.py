@@ -207,6 +207,23 @@ def test_lip_gap_term_and_closure_recall(face_model):
 def test_module_rejects_mismatched_audio_sizes():
     with pytest.raises(ValueError, match="audio_dim"):
         Audio2MeshModule(small_network(), StyleEncoder(style_dim=S), LogMelEncoder(out_dim=A + 1))
+    with pytest.raises(ValueError, match="feature_dropout"):
+        Audio2MeshModule(small_network(), StyleEncoder(style_dim=S), LogMelEncoder(out_dim=A), feature_dropout=1.0)
+
+
+def test_feature_dropout_zeroes_training_features_only():
+    """In a training step the network sees the features dropped and rescaled (inverted dropout)."""
+    seen = []
+    module = Audio2MeshModule(small_network(), StyleEncoder(style_dim=S), None, feature_dropout=0.5)
+    forward = module.network.forward
+    module.network.forward = lambda audio, *a, **k: (seen.append(audio.detach().clone()), forward(audio, *a, **k))[1]
+    features = torch.rand(2, 8, A) + 1.0
+    batch = {"features": features, "beta": torch.rand(2, 8, 29), "lip_offsets": torch.zeros(2, 8, 80, 3),
+             "identity": module.face.mean.expand(2, -1, -1)}
+    module.training_step(batch, 0)
+    zero = seen[0] == 0
+    assert 0.3 < zero.float().mean() < 0.7  # about half dropped
+    torch.testing.assert_close(seen[0][~zero], 2.0 * features[~zero])  # the rest scaled by 1 / (1 - p)
 
 
 def test_a_few_hundred_steps_overfit_one_window(face_model):
