@@ -51,7 +51,6 @@ def add_arguments(parser) -> None:
 def run_cli(args) -> int:
     from vividtalk.audio.whisper_encoder import PretrainedWhisperEncoder
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     window = None if args.window_seconds >= 30 else args.window_seconds
     encoder = PretrainedWhisperEncoder(args.path, window_seconds=window).eval()
     summary = cache_features(args.root, encoder, whisper_feature_name(window))

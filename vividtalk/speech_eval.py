@@ -20,7 +20,7 @@ from tqdm import tqdm
 from .audio.io import load_audio
 from .audio.phonemes import Phone, align_phones
 from .eval.speech_sync import pooled, speech_sync_scores
-from .face.holes import hole_loops, mouth_gap
+from .face.holes import lip_gap
 from .face.image import image_files
 
 
@@ -66,10 +66,8 @@ def mouth_gap_track(pipeline, wav: np.ndarray, image) -> tuple[np.ndarray, float
     face = pipeline.face.to(plan.vertices.device)
     neutral = face.assemble(torch.zeros_like(plan.beta[:1]),
                             identity=torch.from_numpy(plan.source.identity).to(plan.vertices), pose=plan.poses[:1])
-    loop = hole_loops(face)[-1]
     height = float(neutral[0, :, 1].max() - neutral[0, :, 1].min())
-    gap = mouth_gap(plan.vertices, loop).cpu().numpy() / height
-    return gap, float(mouth_gap(neutral, loop)[0]) / height
+    return lip_gap(face, plan.vertices).cpu().numpy() / height, float(lip_gap(face, neutral)[0]) / height
 
 
 def evaluate_speech(pipeline, recordings: list[Recording], images: list, progress: bool = True) -> dict:

@@ -39,13 +39,19 @@ class AudioAugment:
     loudness_db: tuple[float, float] = (-35.0, -15.0)
 
 
+def resample_by(audio: np.ndarray, ratio: float, limit: int = 1000) -> np.ndarray:
+    """Polyphase resampling to ``ratio`` times as many samples (the ratio as the nearest fraction
+    with a denominator up to ``limit``): float64 [round(N * ratio)]."""
+    from fractions import Fraction
+
+    f = Fraction(ratio).limit_denominator(limit)
+    return resample_poly(np.asarray(audio, np.float64), f.numerator, f.denominator)
+
+
 def perturb_speed(utterance: Utterance, factor: float) -> Utterance:
     """Play ``factor`` times faster (resampled: the pitch rises by the same factor); phoneme
     times divided by ``factor``."""
-    from fractions import Fraction
-
-    ratio = Fraction(1.0 / factor).limit_denominator(1000)
-    audio = resample_poly(utterance.audio.astype(np.float64), ratio.numerator, ratio.denominator)
+    audio = resample_by(utterance.audio, 1.0 / factor)
     scale = len(audio) / max(len(utterance.audio), 1)
     phonemes = [(p, s * scale, e * scale) for p, s, e in utterance.phonemes]
     phonemes[-1] = (phonemes[-1][0], phonemes[-1][1], len(audio) / SAMPLE_RATE)

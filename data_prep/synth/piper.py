@@ -18,8 +18,8 @@ import json
 import re
 
 import numpy as np
-from scipy.signal import resample_poly
 
+from .acoustics import resample_by
 from .speech import SAMPLE_RATE, SILENCE, Utterance, phonemize
 
 PIPER_RATE = 22050
@@ -139,16 +139,9 @@ def synthesize_piper(text: str, speed: float = 1.0, pitch: float = 1.0, noise: f
     audio, durations = _session(graph).run(None, inputs)
     audio, durations = audio.reshape(-1).astype(np.float64), durations.reshape(-1)
     # 22050 -> 16000 Hz is 320 / 441; a pitch factor r also compresses time by r.
-    up, down = _ratio(320 / 441 / pitch)
-    audio = resample_poly(audio, up, down)
+    audio = resample_by(audio, 320 / 441 / pitch, limit=2000)
     audio = (0.9 * audio / max(np.abs(audio).max(), 1e-6)).astype(np.float32)
     phonemes = _segments(owner, durations, 1.0 / pitch)
     phonemes[-1] = (phonemes[-1][0], phonemes[-1][1], len(audio) / SAMPLE_RATE)
     return Utterance(audio, phonemes, text, VOICE, int(round(speed * 100)), int(round(pitch * 100)))
 
-
-def _ratio(x: float, limit: int = 2000) -> tuple[int, int]:
-    from fractions import Fraction
-
-    f = Fraction(x).limit_denominator(limit)
-    return f.numerator, f.denominator

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..face.holes import lip_gap
 from ..face.model import FaceModel
 
 
@@ -17,14 +18,6 @@ def nonrigid_mesh(face: FaceModel, beta: torch.Tensor, lip_offsets: torch.Tensor
         [B, T, V, 3].
     """
     return face.assemble(beta, identity=identity[:, None], lip_offsets=lip_offsets)
-
-
-def lip_gap(face: FaceModel, mesh: torch.Tensor) -> torch.Tensor:
-    """Mean inner-lip gap (the mouth hole's area over its width) of meshes [..., V, 3] -> [...]."""
-    from ..face.holes import hole_loops, mouth_gap
-
-    flat = mesh.reshape(-1, *mesh.shape[-2:])
-    return mouth_gap(flat, hole_loops(face)[-1]).reshape(mesh.shape[:-2])
 
 
 def bsvo_loss(

@@ -18,7 +18,8 @@ from torch import nn
 
 from ..eval.mesh import face_dynamics_deviation, lip_vertex_error, upper_face_vertices
 from ..face.model import FaceModel
-from .losses import bsvo_loss, lip_gap, nonrigid_mesh
+from ..face.holes import lip_gap
+from .losses import bsvo_loss, nonrigid_mesh
 
 
 def adam(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:

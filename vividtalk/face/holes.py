@@ -81,3 +81,9 @@ def mouth_gap(vertices: torch.Tensor, loop: np.ndarray) -> torch.Tensor:
     area = 0.5 * (p[..., 0] * q[..., 1] - p[..., 1] * q[..., 0]).sum(1).abs()  # [B]
     width = (p - p[:, :1]).norm(dim=-1).amax(1)  # [B]
     return area / (width + 1e-6)
+
+
+def lip_gap(model: FaceModel, vertices: torch.Tensor) -> torch.Tensor:
+    """:func:`mouth_gap` of the model's inner-mouth loop for any leading dims: [..., V, 2+] -> [...]."""
+    flat = vertices.reshape(-1, *vertices.shape[-2:])
+    return mouth_gap(flat, hole_loops(model)[-1]).reshape(vertices.shape[:-2])
