@@ -35,19 +35,17 @@ import queue
 import re
 import resource
 import shutil
-import subprocess
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
-import imageio_ffmpeg
 import torch
 from tqdm import tqdm
 
 from vividtalk.audio import load_audio
-from vividtalk.audio.io import AudioError
+from vividtalk.audio.io import AudioError, NoAudioStreamError, UnreadableMediaError, probe_streams
 from vividtalk.data import VideoError, build_manifest, iter_frames, probe_video, remove_incomplete, write_clip
 from vividtalk.face import MediaPipeTracker
 
@@ -219,14 +217,15 @@ class InputError(ValueError):
 
 
 def describe_unreadable(path: str, err: Exception) -> str:
-    """A human-readable reason why ffmpeg cannot read ``path`` as a video."""
+    """A human-readable reason why ffmpeg cannot read ``path`` as a video (from
+    :func:`~vividtalk.audio.io.probe_streams`: whether it opens, whether it has a video track)."""
     if os.path.getsize(path) == 0:
         return "zero-length file (0 bytes)"
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", path]
-    info = subprocess.run(cmd, capture_output=True, check=False).stderr.decode(errors="replace")
-    if "Invalid data found" in info or "Error opening input" in info:
+    try:
+        streams = probe_streams(path)
+    except UnreadableMediaError:
         return "unreadable or corrupt file: ffmpeg cannot open it as a video"
-    if "Video:" not in info:
+    if not streams.video:
         return "zero-length video: the file has no video stream (empty, or audio only)"
     return (
         f"unreadable video: {str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__}"
@@ -261,9 +260,9 @@ def read_audio(path: str) -> tuple:
     """The video's audio at 16 kHz (float32 [N]) or None, with a note when None."""
     try:
         return load_audio(path), None
+    except NoAudioStreamError:
+        return None, "no audio track: clips kept without audio (usable for stage 2 only)"
     except AudioError as err:
-        if "no audio track" in str(err):
-            return None, "no audio track: clips kept without audio (usable for stage 2 only)"
         return None, f"audio track unreadable ({err}): clips kept without audio (stage 2 only)"
 
 

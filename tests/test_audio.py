@@ -14,6 +14,10 @@ import torch
 from vividtalk.audio import (
     AudioError,
     LogMelEncoder,
+    MediaNotFoundError,
+    MediaStreams,
+    NoAudioStreamError,
+    UnreadableMediaError,
     Wav2Vec2Encoder,
     build_audio_encoder,
     frame_audio_windows,
@@ -25,6 +29,7 @@ from vividtalk.audio import (
     mel_to_hz,
     num_frames,
     pad_to_frames,
+    probe_streams,
 )
 
 SR = 16000
@@ -109,6 +114,39 @@ def test_corrupt_file(tmp_path):
 def test_video_without_audio(media):
     with pytest.raises(AudioError, match="has no audio track"):
         load_audio(media["mp4_silent_track"])
+
+
+def test_failures_are_typed_value_errors(media, tmp_path):
+    """Each bad input raises its own class (all AudioError, so ValueError), whatever ffmpeg's
+    wording: a missing file, a directory, a non-media file, a video without sound."""
+    junk = tmp_path / "junk.m4a"  # (not text: ffmpeg reads .txt files as ANSI-art video)
+    junk.write_bytes(np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    cases = [
+        (tmp_path / "nope.wav", MediaNotFoundError),
+        (tmp_path, UnreadableMediaError),
+        (junk, UnreadableMediaError),
+        (media["mp4_silent_track"], NoAudioStreamError),
+    ]
+    for path, kind in cases:
+        with pytest.raises(kind) as info:
+            load_audio(path)
+        assert type(info.value) is kind, (path, type(info.value))
+        assert isinstance(info.value, AudioError) and isinstance(info.value, ValueError)
+        assert str(path) in str(info.value)  # the message names the file
+    assert not issubclass(NoAudioStreamError, UnreadableMediaError)  # callers can tell them apart
+
+
+def test_probe_streams(media, tmp_path):
+    assert probe_streams(media["mp4"]) == MediaStreams(audio=True, video=True)
+    assert probe_streams(media["mp4_silent_track"]) == MediaStreams(audio=False, video=True)
+    assert probe_streams(str(media["wav"])) == MediaStreams(audio=True, video=False)
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    for bad in (empty, tmp_path / "nope.mp4"):
+        with pytest.raises(UnreadableMediaError, match="nope.mp4|empty.mp4"):
+            probe_streams(bad)
+    with pytest.raises(MediaNotFoundError):
+        probe_streams(tmp_path / "nope.mp4")
 
 
 def test_empty_wav_file(tmp_path):

@@ -23,6 +23,7 @@ import pytest
 from data_prep import video_segments as vs
 from data_prep import videos as prep
 from data_prep.__main__ import main
+from vividtalk.audio import NoAudioStreamError, UnreadableMediaError
 from vividtalk.data import Clip, list_clips, read_manifest, write_video
 from vividtalk.face import FaceModel, MediaPipeTracker
 from vividtalk.face.segmentation import label_masks
@@ -239,6 +240,48 @@ def test_find_videos_and_unique_clip_stems(tmp_path):
     assert stems[videos[3]].startswith("b_talk_") and len(set(stems.values())) == 5
     jobs = prep.make_jobs(tmp_path, tmp_path / "out", "parent")
     assert [j.identity for j in jobs] == ["id1", "id2", "b", "b", "c"]
+
+
+def test_bad_media_reasons_come_from_typed_probes(tmp_path):
+    """Why a file is no usable video: told by probing it (typed errors, stream presence)."""
+    (tmp_path / "random.mp4").write_bytes(np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8).tobytes())
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    ffmpeg("-f", "lavfi", "-i", "sine=duration=0.5", str(tmp_path / "sound.m4a"))
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x64:rate=25", "-frames:v", "0", str(tmp_path / "zeroframes.mp4"))
+    write_video(tmp_path / "mute.mp4", no_face(5))
+    err = ValueError("decoder said no")
+    reason = {name: prep.describe_unreadable(str(tmp_path / name), err) for name in os.listdir(tmp_path)}
+    assert reason["random.mp4"].startswith("unreadable or corrupt file")
+    assert reason["empty.mp4"] == "zero-length file (0 bytes)"
+    assert reason["sound.m4a"].startswith("zero-length video: the file has no video stream")
+    assert reason["zeroframes.mp4"].startswith("zero-length video")
+    assert reason["mute.mp4"] == "unreadable video: decoder said no"  # a video track: the decoder's reason
+    with pytest.raises(prep.InputError, match="unreadable or corrupt file"):
+        prep.inspect_video(str(tmp_path / "random.mp4"))
+    assert prep.read_audio(str(tmp_path / "mute.mp4")) == (
+        None,
+        "no audio track: clips kept without audio (usable for stage 2 only)",
+    )
+    wav, note = prep.read_audio(str(tmp_path / "sound.m4a"))
+    assert note is None and abs(len(wav) - 8000) < 1000
+
+
+@pytest.mark.parametrize(
+    "error, note",
+    [
+        (NoAudioStreamError("whatever the wording"), "no audio track: clips kept"),
+        (UnreadableMediaError("no audio track, says a corrupt file"), "audio track unreadable (no audio track"),
+    ],
+)
+def test_read_audio_tells_missing_from_broken_tracks_by_type(monkeypatch, error, note):
+    """The error's class, not its message, decides the note."""
+
+    def fail(path):
+        raise error
+
+    monkeypatch.setattr(prep, "load_audio", fail)
+    audio, got = prep.read_audio("video.mp4")
+    assert audio is None and got.startswith(note), got
 
 
 # ------------------------------------------------------------------- the prepared corpus

@@ -14,7 +14,16 @@ from vividtalk.audio.align import (
 )
 from vividtalk.audio.conv_frontend import MelConvFrontEnd
 from vividtalk.audio.encoders import AUDIO_ENCODER_NAMES, build_audio_encoder
-from vividtalk.audio.io import AudioError, is_silent, load_audio
+from vividtalk.audio.io import (
+    AudioError,
+    MediaNotFoundError,
+    MediaStreams,
+    NoAudioStreamError,
+    UnreadableMediaError,
+    is_silent,
+    load_audio,
+    probe_streams,
+)
 from vividtalk.audio.logmel_encoder import LogMelEncoder
 from vividtalk.audio.mel import hz_to_mel, mel_center_frequencies, mel_filterbank, mel_to_hz
 from vividtalk.audio.wav2vec2_encoder import Wav2Vec2Encoder
@@ -25,10 +34,14 @@ __all__ = [
     "AudioError",
     "FPS",
     "LogMelEncoder",
+    "MediaNotFoundError",
+    "MediaStreams",
     "MelConvFrontEnd",
+    "NoAudioStreamError",
     "SAMPLES_PER_FRAME",
     "SAMPLE_RATE",
     "PretrainedWhisperEncoder",
+    "UnreadableMediaError",
     "Wav2Vec2Encoder",
     "WhisperEncoder",
     "build_audio_encoder",
@@ -41,4 +54,5 @@ __all__ = [
     "mel_to_hz",
     "num_frames",
     "pad_to_frames",
+    "probe_streams",
 ]

@@ -7,6 +7,11 @@ polyphase filter (``scipy.signal.resample_poly``).
 
 Silent audio (all zeros, or quieter than about -60 dBFS) is valid input: it loads normally
 and downstream stages keep the mouth closed for it; use :func:`is_silent` to detect it.
+
+Failures are typed (all :class:`AudioError`, a ValueError): :class:`MediaNotFoundError` (no
+such file), :class:`UnreadableMediaError` (ffmpeg cannot open it, or its audio track cannot be
+decoded) and :class:`NoAudioStreamError` (a readable file without an audio track). They are
+told apart by ffmpeg's exit status on small probes (:func:`probe_streams`), not by its messages.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -33,6 +39,27 @@ class AudioError(ValueError):
     """Audio input that cannot be used: missing, unreadable, empty, non-finite or ill-shaped."""
 
 
+class UnreadableMediaError(AudioError):
+    """A file that ffmpeg cannot open as audio or video (not media, truncated, a directory), or
+    whose audio track cannot be decoded."""
+
+
+class MediaNotFoundError(UnreadableMediaError):
+    """A media file path that does not exist."""
+
+
+class NoAudioStreamError(AudioError):
+    """A readable media file without an audio track (e.g. a silent-film video)."""
+
+
+@dataclass(frozen=True)
+class MediaStreams:
+    """Which kinds of stream a media file holds (its first audio / video track exists)."""
+
+    audio: bool
+    video: bool
+
+
 def load_audio(source, sample_rate: int | None = None) -> np.ndarray:
     """Load audio as 16 kHz mono float32 in [-1, 1].
 
@@ -49,9 +76,12 @@ def load_audio(source, sample_rate: int | None = None) -> np.ndarray:
         returned as is (see :func:`is_silent`).
 
     Raises:
-        AudioError: missing or unreadable file, a video without an audio track, empty audio,
-            NaN/Inf values, an invalid sample rate, an array of the wrong rank, or a float
-            array peaking above 2 (integer PCM values stored as floats).
+        MediaNotFoundError: no file at the path.
+        UnreadableMediaError: a directory, a file ffmpeg cannot open, or a corrupt audio track.
+        NoAudioStreamError: a readable file (e.g. a video) without an audio track.
+        AudioError: (the base of the above) empty audio, NaN/Inf values, an invalid sample
+            rate, an array of the wrong rank, or a float array peaking above 2 (integer PCM
+            values stored as floats).
     """
     if isinstance(source, (str, os.PathLike)):
         if sample_rate is not None:
@@ -94,37 +124,85 @@ def is_silent(wav, threshold_db: float = -60.0) -> bool:
     return 20.0 * math.log10(rms) < threshold_db
 
 
-def _ffmpeg_command(path: Path) -> list[str]:
-    """ffmpeg arguments that write the first audio track of ``path`` as f32le mono 16 kHz."""
-    return [
-        imageio_ffmpeg.get_ffmpeg_exe(),
-        "-nostdin", "-hide_banner", "-loglevel", "error",
+def probe_streams(path: str | os.PathLike) -> MediaStreams:
+    """Which streams ffmpeg finds in a media file, from the exit status of three tiny runs.
+
+    ffmpeg first opens the file (writing only its global metadata), then maps its first audio
+    and its first video stream to the null muxer for zero seconds: a map that matches no
+    stream fails, so no message needs to be read. About 20 ms a run.
+
+    Args:
+        path: any audio or video file.
+
+    Returns:
+        MediaStreams(audio, video): whether the file has an audio / a video track.
+
+    Raises:
+        MediaNotFoundError: no file at ``path``.
+        UnreadableMediaError: a directory, or a file ffmpeg cannot open (not media, corrupt,
+            zero bytes); the message ends with ffmpeg's own diagnosis.
+    """
+    path = Path(path)
+    _check_path(path)
+    opened = _run_ffmpeg(["-i", str(path), "-f", "ffmetadata", "-"])
+    if opened.returncode != 0:
+        raise UnreadableMediaError(
+            f"cannot open {path}: not an audio/video file or corrupt "
+            f"(ffmpeg: {_last_line(opened)}); pass an audio or video file"
+        )
+    return MediaStreams(audio=_has_stream(path, "a"), video=_has_stream(path, "v"))
+
+
+def _check_path(path: Path) -> None:
+    """MediaNotFoundError for a missing path, UnreadableMediaError for a non-file."""
+    if not path.exists():
+        raise MediaNotFoundError(f"media file not found: {path} (check the path)")
+    if not path.is_file():
+        raise UnreadableMediaError(f"not a file: {path} (pass an audio or video file, not a directory)")
+
+
+def _has_stream(path: Path, kind: str) -> bool:
+    """Whether ``path`` (openable) has a stream of ``kind`` ("a" audio, "v" video)."""
+    args = ["-i", str(path), "-map", f"0:{kind}:0", "-c", "copy", "-t", "0", "-f", "null", "-"]
+    return _run_ffmpeg(args).returncode == 0
+
+
+def _run_ffmpeg(args: list[str]) -> subprocess.CompletedProcess:
+    """The bundled ffmpeg with ``args``, quiet but for errors; output captured."""
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", *args]
+    return subprocess.run(cmd, capture_output=True, check=False)
+
+
+def _last_line(proc: subprocess.CompletedProcess) -> str:
+    """ffmpeg's last non-empty stderr line (its diagnosis), or its exit status."""
+    text = proc.stderr.decode("utf-8", errors="replace")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else f"ffmpeg exit status {proc.returncode}"
+
+
+def _decode_file(path: Path) -> np.ndarray:
+    """Decode an audio or video file to float32 [N] mono 16 kHz with ffmpeg.
+
+    The first audio track is decoded straight away; only when that fails is the file probed
+    (:func:`probe_streams`) to say why: not openable, no audio track, or a corrupt track.
+    """
+    _check_path(path)
+    proc = _run_ffmpeg([
         "-i", str(path),
-        "-map", "0:a:0",  # first audio track only; fails loudly when there is none
+        "-map", "0:a:0",  # first audio track only; fails when there is none
         "-vn", "-sn", "-dn",
         "-ac", "1", "-ar", str(SAMPLE_RATE),
         "-f", "f32le", "-acodec", "pcm_f32le",
         "pipe:1",
-    ]
-
-
-def _decode_file(path: Path) -> np.ndarray:
-    """Decode an audio or video file to float32 [N] mono 16 kHz with ffmpeg."""
-    if not path.exists():
-        raise AudioError(f"audio file not found: {path} (check the path)")
-    if not path.is_file():
-        raise AudioError(f"not a file: {path} (pass an audio or video file, not a directory)")
-    proc = subprocess.run(_ffmpeg_command(path), capture_output=True, check=False)
-    stderr = proc.stderr.decode("utf-8", errors="replace")
+    ])
     if proc.returncode != 0:
-        if "matches no streams" in stderr or "does not contain any stream" in stderr:
-            raise AudioError(
+        if not probe_streams(path).audio:  # (raises UnreadableMediaError when not openable)
+            raise NoAudioStreamError(
                 f"{path} has no audio track; pass a video with sound or a separate audio file"
             )
-        lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-        last = lines[-1] if lines else f"ffmpeg exit status {proc.returncode}"
-        raise AudioError(
-            f"cannot decode {path}: not an audio/video file or corrupt (ffmpeg: {last})"
+        raise UnreadableMediaError(
+            f"cannot decode the audio track of {path}: corrupt (ffmpeg: {_last_line(proc)}); "
+            "re-encode it or pass a separate audio file"
         )
     wav = np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)  # f32le is little-endian
     _check_samples(wav, what=str(path))
