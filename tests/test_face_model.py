@@ -221,3 +221,48 @@ def test_the_packaged_asset_is_reproduced_by_its_script(face_model, tmp_path):
     assert rebuilt.expression_names == face_model.expression_names
     torch.testing.assert_close(rebuilt.mean, face_model.mean, atol=1e-3, rtol=0)
     torch.testing.assert_close(rebuilt.exp_basis, face_model.exp_basis, atol=1e-3, rtol=0)
+
+
+def test_the_default_file_is_read_once_and_every_module_owns_its_tensors(monkeypatch):
+    """The stages' constructors share one read of the packaged model; each still gets a face
+    model of its own, so casting or editing one leaves the others (and the cache) alone."""
+    from vividtalk.audio2mesh.module import Audio2MeshModule
+    from vividtalk.audio2mesh.style_encoder import StyleEncoder
+    from vividtalk.audio2mesh.transformer import MultiBranchTransformer
+    from vividtalk.face import model as face_model_module
+    from vividtalk.mesh2video.generator import WarpingGenerator
+    from vividtalk.mesh2video.module import Mesh2VideoModule
+    from vividtalk.mesh2video.motion_vae import DualBranchMotionVAE
+
+    reads = []
+    read = face_model_module._read_model_file
+    monkeypatch.setattr(face_model_module, "_read_model_file", lambda path: reads.append(path) or read(path))
+    face_model_module.default_model_arrays.cache_clear()
+    try:
+        a, b = FaceModel.default(), FaceModel.default()
+        encoder = StyleEncoder(style_dim=4, hidden_dim=8)
+        network = MultiBranchTransformer(audio_dim=8, style_dim=4, d_model=16, num_layers=1, num_heads=2, ffn_dim=16)
+        stage1 = Audio2MeshModule(network, encoder, None)
+        vae = DualBranchMotionVAE(image_size=32, motion_size=16, latent_size=4, channels=8, latent_channels=4,
+                                  lip_channels=4, hourglass_channels=4, hourglass_blocks=1)
+        stage2 = Mesh2VideoModule(vae, WarpingGenerator(image_size=32, motion_size=16, channels=8, refine_channels=4),
+                                  None, rasterizer="torch", image_every=0)
+        assert len(reads) == 1 and face_model_module.default_model_arrays.cache_info().misses == 1
+    finally:
+        face_model_module.default_model_arrays.cache_clear()  # (later callers read the real file afresh)
+    models = (a, b, stage1.face, stage2.face)
+    assert len({id(m.mean) for m in models}) == 4  # no module shares a buffer with another
+    for other in models[1:]:
+        assert other.model_id == a.model_id and other.expression_names == a.expression_names
+        for key in ("mean", "id_basis", "exp_basis", "triangles", "lip_indices"):
+            assert torch.equal(getattr(other, key), getattr(a, key))
+    assert torch.equal(encoder.mean_shape, a.mean)
+    reference = a.mean.clone()
+    stage2.double()
+    assert stage2.face.mean.dtype == torch.float64 and stage2.face.exp_basis.dtype == torch.float64
+    assert stage1.face.mean.dtype == torch.float32 and a.mean.dtype == torch.float32
+    assert torch.equal(stage1.face.mean, reference)
+    b.mean.add_(1.0)  # an in-place edit of one module's buffer
+    assert torch.equal(a.mean, reference) and torch.equal(FaceModel.default().mean, reference)
+    b.regions["lips"][0] = -1
+    assert FaceModel.default().regions["lips"][0] != -1

@@ -9,7 +9,8 @@ basis [K, V, 3] (named blendshapes for the default model), O_lip the lip vertex 
 [L, 3] scattered onto the lip vertices, and P a similarity pose (see :mod:`.pose`).
 
 The default model (:meth:`FaceModel.default`) lives on the MediaPipe Face Mesh topology (468
-vertices) and is package data built by ``python -m data_prep face-model``. Any other linear
+vertices) and is package data built by ``python -m data_prep face-model``; its file is read once
+per process and every ``default()`` is a cheap module of its own (own tensors). Any other linear
 model with the same layout plugs in (:meth:`FaceModel.load`, :meth:`FaceModel.from_faceverse`).
 The model is an ``nn.Module`` of buffers so that ``.to(device)`` moves it with the networks
 that use it; its buffers are not saved in checkpoints (``model_id`` identifies it instead).
@@ -165,25 +166,17 @@ class FaceModel(nn.Module):
     @classmethod
     def load(cls, path: str | os.PathLike) -> "FaceModel":
         """Read a model written by :meth:`save` (or any ``.npz`` with the same keys)."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"face model file not found: {path}")
-        with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in _ARRAYS if k not in z]
-            if missing:
-                raise ValueError(f"{path} is not a face model: missing arrays {missing}")
-            return cls(
-                *(z[k] for k in _ARRAYS),
-                expression_names=[str(s) for s in z["expression_names"]] if "expression_names" in z else None,
-                identity_names=[str(s) for s in z["identity_names"]] if "identity_names" in z else None,
-                regions={k[7:]: z[k] for k in z.files if k.startswith("region_")},
-                name=str(z["name"]) if "name" in z else path.stem,
-            )
+        return cls(**_read_model_file(Path(path)))
 
     @classmethod
     def default(cls) -> "FaceModel":
-        """The packaged MediaPipe-topology model (a fresh copy each call)."""
-        return cls.load(_default_asset_path())
+        """The packaged MediaPipe-topology model: a fresh module each call.
+
+        The file is read once per process (:func:`default_model_arrays`); every module gets
+        its own copies of the arrays, so moving or editing one (``.to(device, dtype)``, in
+        place) never reaches another. Building one costs a few hundred kB of copying.
+        """
+        return cls(**_copy_arrays(default_model_arrays()))
 
     @classmethod
     def from_faceverse(
@@ -206,6 +199,45 @@ class FaceModel(nn.Module):
             raise ValueError("no lip vertex indices: pass lip_indices= or store 'lip_indices' in the file")
         as_basis = lambda b: np.asarray(b, dtype=np.float32).reshape(v, 3, -1).transpose(2, 0, 1)  # noqa: E731
         return cls(mean, as_basis(data["idBase"]), as_basis(data["exBase"]), data["tri"], lips, name=name)
+
+
+def _read_model_file(path: Path) -> dict:
+    """The constructor arguments of :class:`FaceModel` stored in a :meth:`FaceModel.save` file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"face model file not found: {path}")
+    with np.load(path, allow_pickle=False) as z:
+        missing = [k for k in _ARRAYS if k not in z]
+        if missing:
+            raise ValueError(f"{path} is not a face model: missing arrays {missing}")
+        return {
+            **{k: z[k] for k in _ARRAYS},
+            "expression_names": [str(s) for s in z["expression_names"]] if "expression_names" in z else None,
+            "identity_names": [str(s) for s in z["identity_names"]] if "identity_names" in z else None,
+            "regions": {k[7:]: z[k] for k in z.files if k.startswith("region_")},
+            "name": str(z["name"]) if "name" in z else path.stem,
+        }
+
+
+@functools.lru_cache(maxsize=1)
+def default_model_arrays() -> dict:
+    """The packaged model's constructor arguments, read from its file once per process.
+
+    Shared by every caller, so its numpy arrays are read-only; :meth:`FaceModel.default`
+    builds modules from copies. ``default_model_arrays.cache_info().misses`` counts the reads.
+    """
+    kwargs = _read_model_file(_default_asset_path())
+    for array in (*(kwargs[k] for k in _ARRAYS), *kwargs["regions"].values()):
+        array.setflags(write=False)
+    return kwargs
+
+
+def _copy_arrays(kwargs: dict) -> dict:
+    """Constructor arguments with every array (and the name lists) copied."""
+    out = {k: np.array(kwargs[k]) for k in _ARRAYS}
+    out["regions"] = {k: np.array(v) for k, v in kwargs["regions"].items()}
+    names = ("expression_names", "identity_names")
+    out.update({k: list(kwargs[k]) if kwargs[k] is not None else None for k in names})
+    return {**out, "name": kwargs["name"]}
 
 
 def _read_dict(path: Path) -> dict:
