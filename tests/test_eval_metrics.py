@@ -235,7 +235,7 @@ def test_arcface_alignment_and_similarity(tmp_path, portrait, portrait_landmarks
 
 
 def test_bench_summary_makes_reports_comparable():
-    from vividtalk.bench import summary
+    from vividtalk.benchmarks import summary
 
     reports = [{"benchmark": "mesh2video", "device": "cpu", "size": "default", "batch_size": 1, "ms_per_frame": 40.0,
                 "peak_rss_mb": 500.0},

@@ -10,11 +10,11 @@ import pytest
 import torch
 from _raster_reference import reference_interpolate, reference_rasterize
 
+from vividtalk.benchmarks.render import time_rasterizer
 from vividtalk.render import (
     NvdiffrastRasterizer,
     Rasterizer,
     TorchRasterizer,
-    bench_render,
     get_rasterizer,
     image_to_clip,
     nvdiffrast_unavailable_reason,
@@ -253,11 +253,11 @@ def test_image_to_clip_and_render_attributes():
     torch.testing.assert_close(image[..., 0], mask[..., 0])
 
 
-def test_bench_render_reports_documented_keys():
+def test_rasterizer_timing_reports_documented_keys():
     pos, tri = _grid_mesh(n=5)
     verts = torch.stack([(pos[0, :, 0] + 1) * 16, (pos[0, :, 1] + 1) * 16, pos[0, :, 2]], -1)
-    result = bench_render(verts, tri, torch.rand(verts.shape[0], 3), resolution=(32, 32),
-                          repeats=3, warmup=1, backend="torch", batch_size=2)
+    result = time_rasterizer(verts, tri, torch.rand(verts.shape[0], 3), resolution=(32, 32),
+                             repeats=3, warmup=1, backend="torch", batch_size=2)
     keys = {"benchmark", "backend", "device", "resolution", "batch_size", "num_vertices",
             "num_triangles", "ms_per_frame", "frames_per_second", "torch_threads"}
     assert keys <= set(result)

@@ -185,34 +185,6 @@ def test_two_process_ddp_trains_on_disjoint_samples(tiny_synth_corpus, tmp_path)
     assert state["global_step"] == len(seen[0]) // 2  # batches of 2 per rank, steps in lockstep
 
 
-def test_recipe_sizes_match_the_benchmark_presets():
-    from vividtalk.audio2mesh.bench import SIZES
-
-    def init_args(files: list[str]) -> dict:
-        merged: dict = {}
-        for f in files:
-            model = yaml.safe_load((STAGES / f).read_text())["model"]["init_args"]
-            for key, value in model.items():
-                if isinstance(value, dict) and "init_args" in value:
-                    merged.setdefault(key, {}).update(value["init_args"])
-        return merged
-
-    for size, overlay in (("paper", ""), ("demo", "cpu/")):
-        a2m = init_args(["audio2mesh.yaml"] + ([f"{overlay}audio2mesh.yaml"] if overlay else []))
-        logmel = init_args(["audio2mesh.yaml", "audio2mesh_logmel.yaml"]
-                           + ([f"{overlay}audio2mesh.yaml", f"{overlay}audio2mesh_logmel.yaml"] if overlay else []))
-        mapper = init_args(["pose_mapper.yaml"] + ([f"{overlay}pose_mapper.yaml"] if overlay else []))
-        vq = init_args(["pose_vqvae.yaml"] + ([f"{overlay}pose_vqvae.yaml"] if overlay else []))
-        preset = SIZES[size]
-        assert {k: a2m["network"][k] for k in preset["network"]} == preset["network"], size
-        assert {k: a2m["style_encoder"][k] for k in preset["style"]} == preset["style"], size
-        assert vq["vqvae"] == preset["vqvae"] == mapper["vqvae"], size
-        assert {k: mapper["mapper"][k] for k in preset["mapper"]} == preset["mapper"], size
-        assert a2m["network"]["audio_dim"] == 384 and a2m["audio_encoder"]["window_seconds"] == 10.0  # Whisper tiny.en
-        assert logmel["audio_encoder"]["out_dim"] == logmel["network"]["audio_dim"], size
-        assert {k: logmel["audio_encoder"][k] for k in preset["logmel"]} == preset["logmel"], size
-
-
 def test_bench_audio2mesh_reports_cached_and_uncached(capsys):
     assert main(["bench", "audio2mesh", "--json", "--repeats", "1"]) == 0
     report = json.loads(capsys.readouterr().out)

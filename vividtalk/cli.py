@@ -23,7 +23,7 @@ import sys
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .bench import run_benchmark
+    from .benchmarks import run_benchmark
 
     kwargs = {"device": args.device}
     for key in ("repeats", "batch_size", "size", "seconds", "weights", "encoder"):

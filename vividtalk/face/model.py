@@ -275,3 +275,12 @@ def _default_asset_path() -> Path:
             "rebuild it with `python -m data_prep face-model`"
         )
     return DEFAULT_ASSET
+
+
+def mean_face_in_crop(model: FaceModel, size: int = 256) -> torch.Tensor:
+    """The model's mean shape posed nearly frontally to fill a ``size`` crop as a tracked face
+    does (face height 0.6 * size): float [1, V, 3] in crop pixels, on the model's device.
+    A test and benchmark fixture with realistic screen coverage."""
+    device = model.mean.device
+    pose = torch.tensor([0.05, 0.1, 0.0, size / 2, size / 2, 0.0, 0.6 * size], device=device)
+    return model.assemble(torch.zeros(model.num_expressions, device=device), pose=pose)[None]

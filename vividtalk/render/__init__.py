@@ -8,7 +8,6 @@
 """
 
 from vividtalk.render.base import Rasterizer, get_rasterizer, nvdiffrast_unavailable_reason
-from vividtalk.render.bench import bench_render
 from vividtalk.render.nvdiffrast_backend import NvdiffrastRasterizer
 from vividtalk.render.shading import image_to_clip, render_attributes
 from vividtalk.render.torch_backend import TorchRasterizer
@@ -17,7 +16,6 @@ __all__ = [
     "NvdiffrastRasterizer",
     "Rasterizer",
     "TorchRasterizer",
-    "bench_render",
     "get_rasterizer",
     "image_to_clip",
     "nvdiffrast_unavailable_reason",

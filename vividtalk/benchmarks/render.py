@@ -1,27 +1,20 @@
-"""Timing of the rasterizer for NCC shading (rasterize + interpolate per-vertex colours)."""
+"""``vividtalk bench render``: rasterizing + NCC shading (interpolated per-vertex colours)."""
 
 from __future__ import annotations
 
-import statistics
-import time
 from typing import Sequence
 
 import torch
 
-from vividtalk.render.base import get_rasterizer
-from vividtalk.render.shading import image_to_clip
+from ..face.model import FaceModel, mean_face_in_crop
+from ..render import get_rasterizer, image_to_clip
+from .common import environment, median_seconds
 
 
-def _synchronize(device: torch.device) -> None:
-    """Wait for queued CUDA work so that wall-clock times are real."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def bench_render(verts: torch.Tensor, tri: torch.Tensor, colors: torch.Tensor,
-                 resolution: Sequence[int] = (256, 256), device: str | torch.device = "cpu",
-                 repeats: int = 50, warmup: int = 5, backend: str = "auto",
-                 batch_size: int = 1) -> dict:
+def time_rasterizer(verts: torch.Tensor, tri: torch.Tensor, colors: torch.Tensor,
+                    resolution: Sequence[int] = (256, 256), device: str | torch.device = "cpu",
+                    repeats: int = 50, warmup: int = 5, backend: str = "auto",
+                    batch_size: int = 1) -> dict:
     """Median time of ``rasterize`` + ``interpolate`` (NCC shading), in ms per frame.
 
     Args:
@@ -46,16 +39,11 @@ def bench_render(verts: torch.Tensor, tri: torch.Tensor, colors: torch.Tensor,
     pos = image_to_clip(verts, height, width).contiguous()
     tri = tri.to(device)
     colors = colors.to(device=device, dtype=torch.float32)
-    times = []
     with torch.no_grad():
-        for step in range(warmup + repeats):
-            _synchronize(device)
-            start = time.perf_counter()
-            rasterizer.interpolate(colors, rasterizer.rasterize(pos, tri, (height, width)), tri)
-            _synchronize(device)
-            if step >= warmup:
-                times.append(time.perf_counter() - start)
-    ms_call = 1000.0 * statistics.median(times)
+        seconds, _ = median_seconds(
+            lambda: rasterizer.interpolate(colors, rasterizer.rasterize(pos, tri, (height, width)), tri),
+            device, repeats, warmup)
+    ms_call = 1000.0 * seconds
     ms_frame = ms_call / batch_size
     return {"benchmark": "render", "backend": rasterizer.name, "device": str(device),
             "resolution": [height, width], "batch_size": batch_size,
@@ -63,3 +51,13 @@ def bench_render(verts: torch.Tensor, tri: torch.Tensor, colors: torch.Tensor,
             "ms_per_frame": ms_frame, "ms_per_call": ms_call,
             "frames_per_second": 1000.0 / ms_frame if ms_frame > 0 else float("inf"),
             "torch_threads": torch.get_num_threads(), "repeats": repeats}
+
+
+def bench_render(device: str = "cpu", resolution: int = 256, batch_size: int = 1, backend: str = "auto",
+                 repeats: int = 50) -> dict:
+    """Rasterize + NCC-shade the 468-vertex face mesh at ``resolution``^2."""
+    model = FaceModel.default().to(device)
+    result = time_rasterizer(mean_face_in_crop(model, resolution), model.triangles, model.ncc_colors()[None],
+                             resolution=(resolution, resolution), device=device, repeats=repeats, backend=backend,
+                             batch_size=batch_size)
+    return {**result, **environment()}

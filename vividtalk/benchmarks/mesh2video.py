@@ -4,7 +4,7 @@ Times stage 2 as a video runs it: the source frame is prepared once (its project
 lip heatmaps and the generator's encoding: ``ms_prepare_source``, paid once per video), then
 every batch of driving meshes costs the conditioning (the driving projected texture through
 the rasterizer, lip heatmaps), the motion VAE and the warping generator: ``ms_per_frame``.
-Randomly initialised networks of a recipe's size (speed does not depend on the weights); also
+Networks built from a size's recipes (``stages/``) with random weights (speed does not depend on the weights); also
 the parameters and GFLOPs per frame (``torch.utils.flop_counter``).
 """
 
@@ -15,26 +15,29 @@ import time
 
 import torch
 
-# Network sizes of the recipes (tests/test_stage2_training.py checks them against stages/*.yaml).
-SIZES = {
-    "default": {  # stages/mesh2video.yaml
-        "motion_vae": {"channels": 32, "latent_channels": 32, "max_channels": 64, "lip_channels": 8,
-                       "hourglass_channels": 8},
-        "generator": {"channels": 32, "num_res_blocks": 1, "refine_channels": 16},
-    },
-    "large": {  # stages/mesh2video_large.yaml
-        "motion_vae": {"channels": 64, "latent_channels": 128, "lip_channels": 32, "hourglass_channels": 32,
-                       "max_channels": 256},
-        "generator": {"channels": 256, "num_res_blocks": 3, "refine_channels": 64},
-    },
-}
+from .. import stages
+from ..face.model import mean_face_in_crop
+from ..mesh2video.module import Mesh2VideoModule
+from .common import environment, synchronize
+
+# Each size is the stack of recipes it trains with.
+RECIPES = {"default": ("mesh2video.yaml",), "large": ("mesh2video.yaml", "mesh2video_large.yaml")}
+
+
+def recipe_module(size: str, mesh_flow: bool = True) -> Mesh2VideoModule:
+    """Stage 2 at inference as the recipes of ``size`` build it: the motion VAE (``mesh_flow``:
+    with the mesh flow, or the paper-literal variant) and the warping generator, random
+    weights, eval mode, no discriminator."""
+    if size not in RECIPES:
+        raise ValueError(f"unknown size {size!r}; choose one of {', '.join(RECIPES)}")
+    args = stages.model_args(*RECIPES[size])
+    return Mesh2VideoModule(stages.build(args["motion_vae"], mesh_flow=mesh_flow),
+                            stages.build(args["generator"])).eval()
 
 
 def _batch(face, batch_size: int, device: torch.device) -> dict:
     """One source and ``batch_size`` driving meshes of the default face model in a 256 crop (mouth open)."""
-    from ..bench import face_mesh_in_crop
-
-    verts, _, _ = face_mesh_in_crop(256, str(device))
+    verts = mean_face_in_crop(face.to(device), 256)
     lips = face.lip_contour().to(device)
     driving = verts.clone()
     driving[:, face.lip_indices.to(device), 1] += 4.0
@@ -54,22 +57,11 @@ def bench_mesh2video(device: str = "cpu", repeats: int = 10, batch_size: int = 1
     ``mesh_flow=False`` times the paper-literal variant (the mesh flow's cost is the difference)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .generator import WarpingGenerator
-    from .module import Mesh2VideoModule
-    from .motion_vae import DualBranchMotionVAE
-
-    if size not in SIZES:
-        raise ValueError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
     dev = torch.device(device)
     torch.manual_seed(0)
-    module = Mesh2VideoModule(DualBranchMotionVAE(**SIZES[size]["motion_vae"], mesh_flow=mesh_flow),
-                              WarpingGenerator(**SIZES[size]["generator"])).to(dev).eval()  # inference: no discriminator
+    module = recipe_module(size, mesh_flow).to(dev)
     batch = _batch(module.face, batch_size, dev)
     parts = {}
-
-    def sync() -> None:
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
 
     def prepare() -> dict:
         return module.prepare_source(batch["source"], batch["source_mask"], batch["source_vertices"],
@@ -78,17 +70,17 @@ def bench_mesh2video(device: str = "cpu", repeats: int = 10, batch_size: int = 1
     def run(prepared: dict) -> torch.Tensor:
         t0 = time.perf_counter()
         cond = module.condition(prepared, batch["driving_vertices"], batch["driving_lips"])
-        sync()
+        synchronize(dev)
         t1 = time.perf_counter()
         motion = module.motion_vae(cond["pt_source"], cond["pt_driving"], cond["lip_heatmaps"], sample=False,
                                    mesh_flow=cond.get("mesh_flow"), warped_source=cond.get("warped_source"),
                                    paint=cond.get("paint"))
-        sync()
+        synchronize(dev)
         t2 = time.perf_counter()
         b = len(motion["flow"])
         image = module.generator(prepared["source"].expand(b, -1, -1, -1), motion["flow"], motion["occlusion"],
                                  prepared["features"].expand(b, -1, -1, -1))["image"]
-        sync()
+        synchronize(dev)
         parts.setdefault("conditioning", []).append(t1 - t0)
         parts.setdefault("motion_vae", []).append(t2 - t1)
         parts.setdefault("generator", []).append(time.perf_counter() - t2)
@@ -103,7 +95,7 @@ def bench_mesh2video(device: str = "cpu", repeats: int = 10, batch_size: int = 1
         for _ in range(repeats):
             start = time.perf_counter()
             prepare()
-            sync()
+            synchronize(dev)
             prepare_times.append(time.perf_counter() - start)
             start = time.perf_counter()
             run(prepared)
@@ -122,7 +114,7 @@ def bench_mesh2video(device: str = "cpu", repeats: int = 10, batch_size: int = 1
         "parameters": params, "gflops_per_frame": frame_flops.get_total_flops() / 1e9,
         "gflops_prepare_source": prepare_flops.get_total_flops() / 1e9,
         "rasterizer": module.rasterizer(dev).name, "torch_threads": torch.get_num_threads(),
-        "repeats": repeats,
+        "repeats": repeats, **environment(),
     }
 
 
@@ -130,16 +122,11 @@ def bench_mesh_flow_cost(device: str = "cpu", repeats: int = 200, size: str = "d
     """What the mesh flow costs per 256x256 frame at batch 1: the default stage 2 with and
     without it (same sizes, random weights), their frames rendered alternately so that a noisy
     machine slows both alike; medians of each and of the paired differences."""
-    from .generator import WarpingGenerator
-    from .module import Mesh2VideoModule
-    from .motion_vae import DualBranchMotionVAE
-
     dev = torch.device(device)
     modules = {}
     for mesh_flow in (True, False):
         torch.manual_seed(0)
-        modules[mesh_flow] = Mesh2VideoModule(DualBranchMotionVAE(**SIZES[size]["motion_vae"], mesh_flow=mesh_flow),
-                                              WarpingGenerator(**SIZES[size]["generator"])).to(dev).eval()
+        modules[mesh_flow] = recipe_module(size, mesh_flow).to(dev)
     batch = _batch(modules[True].face, 1, dev)
     times: dict[bool, list[float]] = {True: [], False: []}
     with torch.no_grad():
@@ -149,8 +136,7 @@ def bench_mesh_flow_cost(device: str = "cpu", repeats: int = 200, size: str = "d
             for mesh_flow in ((True, False) if i % 2 else (False, True)):
                 start = time.perf_counter()
                 modules[mesh_flow].animate(prepared[mesh_flow], batch["driving_vertices"], batch["driving_lips"])
-                if dev.type == "cuda":
-                    torch.cuda.synchronize(dev)
+                synchronize(dev)
                 if i >= 5:
                     times[mesh_flow].append(time.perf_counter() - start)
     added = [a - b for a, b in zip(times[True], times[False])]
@@ -158,4 +144,4 @@ def bench_mesh_flow_cost(device: str = "cpu", repeats: int = 200, size: str = "d
             "ms_per_frame_mesh_flow": 1000.0 * statistics.median(times[True]),
             "ms_per_frame_paper_literal": 1000.0 * statistics.median(times[False]),
             "ms_added_by_mesh_flow": 1000.0 * statistics.median(added), "repeats": repeats,
-            "torch_threads": torch.get_num_threads()}
+            **environment()}
