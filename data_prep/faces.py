@@ -140,7 +140,7 @@ def face_regions(image: np.ndarray, min_face: int, margin: float = 1.0) -> list[
     """Every detected face of at least ``min_face`` px: (the square region around it, uint8
     RGB, and its box [x0, y0, x1, y1] in the image). The region is ``1 + 2 margin`` times the
     detection's larger side, clipped to the image."""
-    from vividtalk.face.tracking import detect_face_boxes
+    from vividtalk.face.mediapipe_tracker import detect_face_boxes
 
     h, w = image.shape[:2]
     out = []

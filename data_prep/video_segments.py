@@ -13,15 +13,13 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from vividtalk.data import ClipData
-from vividtalk.face import CropBox, FaceFitter, FaceModel, MediaPipeTracker, clip_crop_box, crop_image
-from vividtalk.face.segmentation import PersonSegmenter, label_masks
+from vividtalk.audio.align import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from vividtalk.face import FaceModel, MediaPipeTracker
+from vividtalk.face.prepare import FacePreparer, FittedCrops, crop_and_fit
 from vividtalk.face.tracking import face_size
 
-FPS = 25
-SAMPLES_PER_FRAME = 16000 // FPS  # 640 audio samples per video frame
 HIST_BINS = 8  # per channel: a coarse 8x8x8 RGB histogram is enough to see a cut
 MIN_FACE_SIZE = 64  # pixels: smaller faces are not tracked well enough to train on
 
@@ -240,51 +238,28 @@ def split_segments(
 # --------------------------------------------------------------------------- clip build
 @dataclass
 class ClipTools:
-    """What building a clip needs, built once per worker."""
+    """What building a clip needs, built once per worker: the face preparation (its person
+    segmenter's graph kept open) and the lip contour's vertex indices."""
 
-    model: FaceModel
-    fitter: FaceFitter
-    segmenter: PersonSegmenter
+    preparer: FacePreparer
     lip_indices: np.ndarray
-    size: int = 256
 
     @classmethod
     def create(cls, size: int = 256) -> ClipTools:
         model = FaceModel.default()
-        return cls(model, FaceFitter(model), PersonSegmenter(), model.lip_contour().numpy(), size)
+        return cls(FacePreparer(model, size), model.lip_contour().numpy())
 
     def close(self) -> None:
-        self.segmenter.close()
+        self.preparer.close()
 
 
-def fit_segment(tools: ClipTools, points: np.ndarray) -> tuple[dict, float]:
-    """Fit the face model to crop-pixel landmarks [T, 478, 3] (identity per segment).
-
-    Returns (arrays vertices [T,468,3], pose [T,7], beta [T,K], lip_offsets [T,L,3],
-    identity [468,3]; mean fit residual in crop pixels)."""
-    fit = tools.fitter.fit(points)
-    with torch.no_grad():
-        vertices = tools.model.assemble(
-            fit.beta, identity=fit.identity, lip_offsets=fit.lip_offsets, pose=fit.pose
-        )
-    arrays = {
-        "vertices": vertices.numpy(),
-        "pose": fit.pose.numpy(),
-        "beta": fit.beta.numpy(),
-        "lip_offsets": fit.lip_offsets.numpy(),
-        "identity": fit.identity.numpy(),
-    }
-    return arrays, float(fit.residual.mean())
-
-
-def crop_segment(tools: ClipTools, segment: Segment) -> tuple[CropBox, np.ndarray, np.ndarray]:
-    """The segment's fixed crop box, crops uint8 [T, S, S, 3] and landmarks in crop pixels
-    float32 [T, 478, 3]. Releases the full-size frames."""
-    landmarks = np.stack(segment.landmarks)
-    box = clip_crop_box(landmarks)
-    crops = np.stack([crop_image(f, box, tools.size) for f in segment.frames])
+def fit_segment(tools: ClipTools, segment: Segment) -> FittedCrops:
+    """The segment's fixed crop box, crops uint8 [T, S, S, 3], landmarks in crop pixels
+    [T, 478, 3] and the face model fitted to them (identity per segment). Releases the
+    full-size frames."""
+    fitted = crop_and_fit(segment.frames, np.stack(segment.landmarks), tools.preparer.fitter, tools.preparer.size)
     segment.frames.clear()  # the full-size frames are no longer needed
-    return box, crops, box.to_crop(landmarks, tools.size)
+    return fitted
 
 
 def segment_audio(audio: np.ndarray | None, start: int, stop: int, min_cover: float = 0.9):
@@ -298,10 +273,10 @@ def segment_audio(audio: np.ndarray | None, start: int, stop: int, min_cover: fl
     n = (stop - start) * SAMPLES_PER_FRAME
     piece = audio[start * SAMPLES_PER_FRAME : stop * SAMPLES_PER_FRAME]
     if len(piece) < min_cover * n:
-        covered = f"{len(piece) / 16000:.2f} s of {n / 16000:.2f} s"
+        covered = f"{len(piece) / SAMPLE_RATE:.2f} s of {n / SAMPLE_RATE:.2f} s"
         return None, f"the audio track ends before this segment ({covered}): no audio"
     if len(piece) < n:
-        note = f"audio padded with {(n - len(piece)) / 16000:.2f} s of silence (the track ends early)"
+        note = f"audio padded with {(n - len(piece)) / SAMPLE_RATE:.2f} s of silence (the track ends early)"
         return np.pad(piece, (0, n - len(piece))).astype(np.float32), note
     return piece.astype(np.float32, copy=False), None
 
@@ -309,21 +284,22 @@ def segment_audio(audio: np.ndarray | None, start: int, stop: int, min_cover: fl
 def build_clip(tools: ClipTools, segment: Segment, audio: np.ndarray | None, meta: dict) -> ClipData:
     """A clip from one segment; ``meta`` is the provenance shared by the video's clips."""
     start, stop = segment.start, segment.stop
-    box, crops, points = crop_segment(tools, segment)
-    arrays, residual = fit_segment(tools, points)
-    arrays["masks"] = np.stack([label_masks(tools.segmenter(c), p, tools.model) for c, p in zip(crops, points)])
-    arrays["lip_landmarks"] = points[:, tools.lip_indices, :2]
+    fitted = fit_segment(tools, segment)
+    fit, points = fitted.fit, fitted.points
+    arrays = {"vertices": fitted.vertices, "pose": fit.pose.numpy(), "beta": fit.beta.numpy(),
+              "lip_offsets": fit.lip_offsets.numpy(), "identity": fit.identity.numpy(),
+              "masks": tools.preparer.labels(fitted.crops, points), "lip_landmarks": points[:, tools.lip_indices, :2]}
     clip_audio, audio_note = segment_audio(audio, start, stop)
     clip_meta = {
         **meta,
-        "crop_box": box.to_list(),
+        "crop_box": fitted.box.to_list(),
         "frame_range": [start, stop],
         "time_range": [start / FPS, stop / FPS],
         "max_faces": int(max(segment.faces)),
-        "fit_residual_px": residual,
+        "fit_residual_px": float(fit.residual.mean()),
         "lip_landmark_indices": tools.lip_indices.tolist(),
         "segment_end": segment.end_reason,
     }
     if audio_note:
         clip_meta["audio_note"] = audio_note
-    return ClipData(crops, clip_audio, arrays, clip_meta)
+    return ClipData(fitted.crops, clip_audio, arrays, clip_meta)

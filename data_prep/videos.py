@@ -45,6 +45,7 @@ import torch
 from tqdm import tqdm
 
 from vividtalk.audio import load_audio
+from vividtalk.audio.align import FPS
 from vividtalk.audio.io import AudioError, NoAudioStreamError, UnreadableMediaError, probe_streams
 from vividtalk.data import VideoError, build_manifest, iter_frames, probe_video, remove_incomplete, write_clip
 from vividtalk.face import MediaPipeTracker
@@ -245,7 +246,7 @@ def decode(path: str):
     uint8 [H, W, 3] each. Decoding errors become InputError."""
     count = 0
     try:
-        for frame in iter_frames(path, fps=vs.FPS):
+        for frame in iter_frames(path, fps=FPS):
             count += 1
             yield frame
     except VideoError as err:
@@ -350,7 +351,7 @@ class VideoProcessor:
             "source": job.path,
             "video": job.rel,
             "identity": job.identity,
-            "face_model_id": self.tools.model.model_id,
+            "face_model_id": self.tools.preparer.face.model_id,
             "source_fps": info["fps"],
             "source_size": list(info["size"]),
             "tracker": "mediapipe-facemesh-478",
@@ -397,7 +398,7 @@ def video_notes(entry: dict, stats: vs.VideoStats) -> list[str]:
     """Human-readable remarks on a processed video: truncation, several faces, small faces,
     where it was split, which face runs were dropped."""
     n, notes = stats.frames, []
-    expected = round(entry.get("duration", 0.0) * vs.FPS)
+    expected = round(entry.get("duration", 0.0) * FPS)
     if n < 0.9 * expected - 2:
         notes.append(f"only {n} of the {expected} frames its header announces could be decoded (truncated?)")
     if stats.multi_face:
@@ -429,7 +430,7 @@ def classify(entry: dict, stats: vs.VideoStats, settings: PrepSettings) -> None:
         entry["status"] = "too_short"
         entry["reason"] = (
             f"the face is tracked for at most {longest} consecutive frames "
-            f"({longest / vs.FPS:.2f} s); at least {settings.min_frames} are needed"
+            f"({longest / FPS:.2f} s); at least {settings.min_frames} are needed"
         )
     else:
         small = f" (faces under {vs.MIN_FACE_SIZE} px in {stats.too_small} frames are not used)"
@@ -461,7 +462,7 @@ def _work(job: VideoJob) -> dict:
 
     def progress(n: int) -> None:
         pending[0] += n
-        if pending[0] >= vs.FPS:
+        if pending[0] >= FPS:
             _WORKER["queue"].put(pending[0])
             pending[0] = 0
 
@@ -580,7 +581,7 @@ def print_summary(report: dict, out_dir: Path) -> None:
     counts = ", ".join(f"{n} {s}" for s, n in t["status"].items() if n)
     print(f"prepared {t['videos']} videos in {t['wall_seconds']:.1f} s: {counts}")
     print(
-        f"clips: {t['clips']} ({t['clip_frames']} frames, {t['clip_frames'] / vs.FPS:.1f} s); "
+        f"clips: {t['clips']} ({t['clip_frames']} frames, {t['clip_frames'] / FPS:.1f} s); "
         f"{t['clips_without_audio']} without audio (stage 2 only)"
     )
     if t["fps_per_worker"]:

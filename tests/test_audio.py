@@ -19,7 +19,6 @@ from vividtalk.audio import (
     NoAudioStreamError,
     UnreadableMediaError,
     Wav2Vec2Encoder,
-    build_audio_encoder,
     frame_audio_windows,
     hz_to_mel,
     is_silent,
@@ -468,8 +467,8 @@ def test_wav2vec2_save_and_load_local(tiny_wav2vec2, tmp_path, offline):
     loaded = Wav2Vec2Encoder.from_pretrained(tmp_path / "w2v")
     wav = torch.randn(2, 7000) * 0.1
     torch.testing.assert_close(loaded(wav), Wav2Vec2Encoder(tiny_wav2vec2)(wav))
-    via_factory = build_audio_encoder("wav2vec2", path=str(tmp_path / "w2v"), output_layer=1)
-    assert via_factory.feature_dim == 32 and via_factory.output_layer == 1
+    layer1 = Wav2Vec2Encoder.from_pretrained(tmp_path / "w2v", output_layer=1)
+    assert layer1.feature_dim == 32 and layer1.output_layer == 1
 
 
 def test_wav2vec2_missing_weights(tmp_path, offline):
@@ -519,10 +518,3 @@ def test_wav2vec2_output_layer(tiny_wav2vec2):
     assert first.shape == last.shape and not torch.allclose(first, last)
     with pytest.raises(ValueError, match="output_layer"):
         Wav2Vec2Encoder(tiny_wav2vec2, output_layer=3)
-
-
-def test_factory():
-    assert build_audio_encoder("logmel").feature_dim == 320
-    assert build_audio_encoder("logmel", out_dim=16, hidden_dim=8).feature_dim == 16
-    with pytest.raises(ValueError, match="logmel, wav2vec2"):
-        build_audio_encoder("hubert")

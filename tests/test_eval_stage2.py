@@ -20,7 +20,7 @@ def photos(portrait, tmp_path_factory):
 def test_driving_meshes_start_at_the_photo_and_follow_the_clip(tiny_synth_corpus, portrait, face_model):
     from vividtalk.data import Clip, list_clips
     from vividtalk.renderer_eval import driving_meshes
-    from vividtalk.source_face import prepare_source
+    from vividtalk.face.prepare import prepare_source
 
     source = prepare_source(portrait, face_model)
     clip = Clip(list_clips(tiny_synth_corpus)[0])

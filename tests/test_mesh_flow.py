@@ -16,7 +16,7 @@ from vividtalk.mesh2video.mesh_flow import MeshFlow
 from vividtalk.mesh2video.module import Mesh2VideoModule
 from vividtalk.mesh2video.motion_vae import DualBranchMotionVAE
 from vividtalk.render import get_rasterizer
-from vividtalk.source_face import prepare_source
+from vividtalk.face.prepare import prepare_source
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -123,7 +123,7 @@ def test_the_full_output_keeps_the_input_faces_angle(pipe, tracker, portrait, po
 
 @pytest.mark.parametrize("edge", ["left", "bottom"])
 def test_a_face_two_thirds_inside_is_accepted_with_a_warning(portrait, portrait_landmarks, face_model, edge):
-    from vividtalk.source_face import prepare_source
+    from vividtalk.face.prepare import prepare_source
 
     image = np.ascontiguousarray(_cut(portrait, portrait_landmarks, edge, keep=0.68))
     with pytest.warns(UserWarning, match=f"image's {edge} edge"):

@@ -130,7 +130,7 @@ def test_seed_and_pose_options(pipe, portrait, talk):
 def test_pose_copied_from_a_reference_video(pipe, portrait, talking_frames, tmp_path):
     from vividtalk.audio2mesh.pose_repr import pose_to_features
     from vividtalk.data.video import write_video
-    from vividtalk.source_face import reference_poses
+    from vividtalk.face.prepare import reference_poses
 
     video = tmp_path / "ref.mp4"
     write_video(video, iter(talking_frames[:30]))

@@ -44,7 +44,7 @@ def test_self_reenactment_starts_at_the_source_frame(untrained_pipeline, driving
 
 def test_another_photo_follows_the_videos_motion_relative_to_its_first_frame(untrained_pipeline, driving_video,
                                                                              portrait):
-    from vividtalk.source_face import track_and_fit
+    from vividtalk.face.prepare import track_and_fit
 
     plan = untrained_pipeline.plan_reenactment(driving_video / "talk.mp4", portrait)
     torch.testing.assert_close(plan.vertices[0], torch.from_numpy(plan.source.vertices), atol=1e-3, rtol=0)

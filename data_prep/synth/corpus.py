@@ -21,46 +21,22 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from vividtalk.audio.align import SAMPLES_PER_FRAME
 from vividtalk.data import ClipData, build_manifest, list_clips, remove_incomplete, write_clip
-from vividtalk.face import FaceFitter, FaceModel, MediaPipeTracker, clip_crop_box, crop_image
-from vividtalk.face.segmentation import label_masks, person_mask
+from vividtalk.face import FaceModel
 from vividtalk.face.image import image_files
-from vividtalk.face.visualize import read_image
+from vividtalk.face.prepare import FacePreparer, SourceFace
+from vividtalk.face.visualize import default_portrait, read_image
 
 from .acoustics import AudioAugment
 
 CROP = 256
 
 
-@dataclass
-class SourceFace:
-    """A photo prepared for synthesis (crop pixels throughout).
-
-    Attributes:
-        name: identity stem (the photo's file stem).
-        crop: uint8 [S, S, 3]; labels: uint8 [S, S] (0 bg, 1 hair/torso, 2 face).
-        vertices: float32 [V, 3] fitted mesh of the photo; pose: float32 [7];
-        identity: float32 [V, 3] its neutral shape.
-    """
-
-    name: str
-    crop: np.ndarray
-    labels: np.ndarray
-    vertices: np.ndarray
-    pose: np.ndarray
-    identity: np.ndarray
-
-
-def prepare_source(name: str, image: np.ndarray, model: FaceModel) -> SourceFace:
-    """Track, crop, fit and segment one photo."""
-    landmarks = MediaPipeTracker().track_image(image)
-    box = clip_crop_box(landmarks)
-    crop = crop_image(image, box, CROP)
-    points = box.to_crop(landmarks, CROP)
-    fit = FaceFitter(model).fit(points)
-    vertices = model.assemble(fit.beta, identity=fit.identity, lip_offsets=fit.lip_offsets, pose=fit.pose)[0]
-    labels = label_masks(person_mask(crop), vertices.numpy(), model)
-    return SourceFace(name, crop, labels, vertices.numpy(), fit.pose[0].numpy(), fit.identity.numpy())
+def prepare_photo(path: Path | None, preparer: FacePreparer) -> tuple[str, SourceFace]:
+    """(identity stem, the photo tracked, cropped, fitted and labelled); None is the default portrait."""
+    name, image = load_photo(path)
+    return name, preparer.photo(image)
 
 
 def photo_paths(faces_dir: str | os.PathLike | None) -> list[Path | None]:
@@ -70,11 +46,7 @@ def photo_paths(faces_dir: str | os.PathLike | None) -> list[Path | None]:
 
 def load_photo(path: Path | None) -> tuple[str, np.ndarray]:
     """(identity stem, RGB image); None is scikit-image's public-domain portrait."""
-    if path is None:
-        import skimage.data
-
-        return "astronaut", skimage.data.astronaut()
-    return path.stem, read_image(path)
+    return ("astronaut", default_portrait()) if path is None else (path.stem, read_image(path))
 
 
 def usable_photos(faces_dir, model: FaceModel) -> tuple[list[Path | None], list[dict]]:
@@ -83,12 +55,13 @@ def usable_photos(faces_dir, model: FaceModel) -> tuple[list[Path | None], list[
     Raises ValueError when no photo is usable.
     """
     good, skipped = [], []
-    for path in photo_paths(faces_dir):
-        try:
-            prepare_source(*load_photo(path), model)
-            good.append(path)
-        except (ValueError, FileNotFoundError) as err:  # NoFaceError, FaceTooSmallError, unreadable
-            skipped.append({"photo": str(path), "reason": str(err)})
+    with FacePreparer(model, CROP) as preparer:
+        for path in photo_paths(faces_dir):
+            try:
+                prepare_photo(path, preparer)
+                good.append(path)
+            except (ValueError, FileNotFoundError) as err:  # NoFaceError, FaceTooSmallError, unreadable
+                skipped.append({"photo": str(path), "reason": str(err)})
     if not good:
         reasons = "; ".join(f"{s['photo']}: {s['reason']}" for s in skipped)
         raise ValueError(f"no usable face photo in {faces_dir}: {reasons}")
@@ -184,14 +157,14 @@ def clip_utterance(cfg: SynthConfig, index: int, voice: str):
     return augment_utterance(utterance, np.random.default_rng([cfg.seed, 17, index]), cfg.augment)
 
 
-def synth_clip(cfg: SynthConfig, index: int, sources: list[SourceFace], model: FaceModel, warpers: dict,
+def synth_clip(cfg: SynthConfig, index: int, sources: list[tuple[str, SourceFace]], model: FaceModel, warpers: dict,
                utterance=None) -> ClipData:
     """Generate clip ``index`` (deterministic in (cfg.seed, index)); ``utterance``: speak this
     instead of the clip's own sentence (e.g. a recording with its aligned phonemes)."""
     from .motion import synth_motion
 
     person = index // cfg.clips_per_identity
-    source = sources[person % len(sources)]
+    name, source = sources[person % len(sources)]
     shape_k = person // len(sources)
     utterance = utterance or clip_utterance(cfg, index, identity_voice(cfg, person))
     voice = utterance.voice
@@ -206,15 +179,15 @@ def synth_clip(cfg: SynthConfig, index: int, sources: list[SourceFace], model: F
         torch.from_numpy(motion.beta), identity=torch.from_numpy(identity),
         lip_offsets=torch.from_numpy(motion.lip_offsets), pose=torch.from_numpy(pose),
     ).numpy()
-    frames, masks = warpers[source.name].render(vertices)
+    frames, masks = warpers[name].render(vertices)
     contour = model.lip_contour().numpy()
     arrays = dict(vertices=vertices, pose=pose, beta=motion.beta, lip_offsets=motion.lip_offsets,
                   identity=identity, lip_landmarks=vertices[:, contour, :2], masks=masks)
-    meta = dict(source=f"synthetic:{source.name}", identity=f"{source.name}-shape{shape_k:03d}-{voice}",
+    meta = dict(source=f"synthetic:{name}", identity=f"{name}-shape{shape_k:03d}-{voice}",
                 face_model_id=model.model_id, synthetic=True, seed=cfg.seed, index=index, voice=voice,
                 rate=utterance.rate, pitch=utterance.pitch, text=utterance.text,
                 phonemes=[list(p) for p in utterance.phonemes])
-    audio = np.pad(utterance.audio, (0, len(frames) * 640 - len(utterance.audio)))
+    audio = np.pad(utterance.audio, (0, len(frames) * SAMPLES_PER_FRAME - len(utterance.audio)))
     return ClipData(frames, audio, arrays, meta)
 
 
@@ -226,10 +199,9 @@ class _Worker:
 
         torch.set_num_threads(1)
         self.model = FaceModel.default()
-        self.sources = [prepare_source(*load_photo(p), self.model) for p in photos]
-        self.warpers = {
-            s.name: PhotoWarper(s.crop, s.vertices, self.model, s.labels) for s in self.sources
-        }
+        with FacePreparer(self.model, CROP) as preparer:
+            self.sources = [prepare_photo(p, preparer) for p in photos]
+        self.warpers = {name: PhotoWarper(s.crop, s.vertices, self.model, s.masks) for name, s in self.sources}
 
 
 _WORKER: _Worker | None = None

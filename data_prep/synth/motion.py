@@ -17,7 +17,9 @@ import math
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from .speech import SAMPLE_RATE, SILENCE, VOICES, Utterance, pad_silence, random_sentence, synthesize
+from vividtalk.audio.align import SAMPLE_RATE
+
+from .speech import SILENCE, VOICES, Utterance, pad_silence, random_sentence, synthesize
 from .visemes import stress_of, viseme_curves
 
 # One-sided blendshapes that must never be active together (the second yields to the first

@@ -20,7 +20,9 @@ import re
 import numpy as np
 
 from .acoustics import resample_by
-from .speech import SAMPLE_RATE, SILENCE, Utterance, phonemize
+from vividtalk.audio.align import SAMPLE_RATE
+
+from .speech import SILENCE, Utterance, phonemize
 
 PIPER_RATE = 22050
 HOP = 256  # output samples per duration frame

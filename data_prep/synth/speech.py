@@ -30,7 +30,8 @@ import threading
 import numpy as np
 from scipy.signal import resample_poly
 
-SAMPLE_RATE = 16000  # Hz, the project's audio rate (DESIGN.md section 3)
+from vividtalk.audio.align import SAMPLE_RATE
+
 ESPEAK_RATE = 22050  # Hz, eSpeak NG's native output rate
 
 # espeak_AUDIO_OUTPUT / initialise options / espeak_EVENT_TYPE / espeak_PARAMETER (speak_lib.h)

@@ -41,10 +41,10 @@ from scipy import ndimage
 from vividtalk.face import FaceModel
 from vividtalk.face.fitting import rigid_vertices
 from vividtalk.face.pose import similarity_2d as _similarity_2d
+from vividtalk.face.segmentation import BACKGROUND, FACE, HAIR_TORSO
 from vividtalk.face.holes import add_hole_centres, close_holes, hole_loops, loop_width, mouth_opening
 from vividtalk.render import Rasterizer, get_rasterizer, image_to_clip
 
-BACKGROUND, HAIR_TORSO, FACE = 0, 1, 2
 
 # Mouth interior colours (RGB, 0-255): deep cavity, cavity near the lips, teeth, tongue.
 _CAVITY_DEEP = np.array([28.0, 8.0, 12.0], np.float32)

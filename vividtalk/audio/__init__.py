@@ -13,7 +13,6 @@ from vividtalk.audio.align import (
     pad_to_frames,
 )
 from vividtalk.audio.conv_frontend import MelConvFrontEnd
-from vividtalk.audio.encoders import AUDIO_ENCODER_NAMES, build_audio_encoder
 from vividtalk.audio.io import (
     AudioError,
     MediaNotFoundError,
@@ -30,7 +29,6 @@ from vividtalk.audio.wav2vec2_encoder import Wav2Vec2Encoder
 from vividtalk.audio.whisper_encoder import PretrainedWhisperEncoder, WhisperEncoder
 
 __all__ = [
-    "AUDIO_ENCODER_NAMES",
     "AudioError",
     "FPS",
     "LogMelEncoder",
@@ -44,7 +42,6 @@ __all__ = [
     "UnreadableMediaError",
     "Wav2Vec2Encoder",
     "WhisperEncoder",
-    "build_audio_encoder",
     "frame_audio_windows",
     "hz_to_mel",
     "is_silent",

@@ -26,14 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from ..audio import load_audio
+from ..audio.align import FPS, SAMPLE_RATE
+from ..face.segmentation import BACKGROUND, FACE, HAIR_TORSO  # noqa: F401  (the labels of ``masks`` [T, H, W] uint8)
 from .video import read_frames, write_video
 
 CLIP_FORMAT_VERSION = 1
-FPS = 25
-SAMPLE_RATE = 16000
-
-# Mask labels of ``masks`` [T, H, W] uint8.
-BACKGROUND, HAIR_TORSO, FACE = 0, 1, 2
 
 # name -> (shape with T/V/K/L/N symbols, dtype, description)
 CLIP_ARRAYS = {

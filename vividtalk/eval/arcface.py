@@ -130,7 +130,8 @@ class ArcFaceIdentity:
 
     def aligned(self, image: np.ndarray) -> np.ndarray | None:
         """The aligned face of an RGB uint8 image (MediaPipe landmarks), or None without a face."""
-        from ..face.tracking import MediaPipeTracker, NoFaceError
+        from ..face.mediapipe_tracker import MediaPipeTracker
+        from ..face.tracking import NoFaceError
 
         self._tracker = self._tracker or MediaPipeTracker(min_face_size=32)
         try:

@@ -58,10 +58,3 @@ def beat_alignment(motion_beats: np.ndarray, sound_beats: np.ndarray, sigma: flo
     d = np.abs(np.asarray(motion_beats)[:, None] - np.asarray(sound_beats)[None]).min(1)
     return float(np.exp(-(d**2) / (2 * sigma**2)).mean())
 
-
-def head_motion_metrics(poses: np.ndarray, wav: np.ndarray | None = None, fps: int = 25) -> dict[str, float]:
-    """Diversity of poses [T, 7+], and their beat alignment with the 16 kHz audio when given."""
-    out = pose_diversity(poses, fps)
-    if wav is not None:
-        out["beat_alignment"] = beat_alignment(kinematic_beats(poses), audio_beats(wav, len(poses)))
-    return out

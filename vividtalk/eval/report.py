@@ -22,7 +22,7 @@ from ..audio.io import AudioError, load_audio
 from ..data.video import read_frames
 from ..face.model import FaceModel
 from ..face.segmentation import face_region
-from ..source_face import track_and_fit
+from ..face.prepare import track_and_fit
 from . import head_motion, lipsync, sharpness
 
 

@@ -1,18 +1,13 @@
 """Face geometry: tracking, cropping, the linear face model, poses and fitting."""
 
 from .crop import CropBox, clip_crop_box, crop_image, paste_back
-from .fitting import FaceFitter, FitResult, fit_mesh
+from .fitting import FaceFitter, FitResult
 from .image import as_rgb_uint8
 from .model import FaceModel
 from .pose import POSE_DIM, apply_pose, euler_to_matrix, invert_pose, matrix_to_euler, procrustes
-from .tracking import (
-    FaceCutError,
-    FaceTooSmallError,
-    MediaPipeTracker,
-    NoFaceError,
-    Tracker,
-    get_tracker,
-)
+from .mediapipe_tracker import MediaPipeTracker
+from .trackers import get_tracker
+from .tracking import FaceCutError, FaceTooSmallError, NoFaceError, Tracker
 
 __all__ = [
     "CropBox",
@@ -30,7 +25,6 @@ __all__ = [
     "clip_crop_box",
     "crop_image",
     "euler_to_matrix",
-    "fit_mesh",
     "get_tracker",
     "invert_pose",
     "matrix_to_euler",

@@ -9,6 +9,7 @@ MediaPipe's detector, so no second detector file is needed.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Iterable
 
 import cv2
@@ -16,14 +17,34 @@ import numpy as np
 import torch
 
 from .image import as_rgb_uint8
-from .tracking import (
-    NoFaceError,
-    check_face_size,
-    detect_face_boxes,
-    find_fan_weights,
-    select_largest,
-    stack_tracks,
-)
+from .mediapipe_tracker import FaceDetector
+from .tracking import NoFaceError, check_face_size, select_largest, stack_tracks
+
+FAN_FILE = "2DFAN4-cd938726ad.zip"
+
+
+def default_fan_dir() -> Path:
+    """The torch hub checkpoint cache, where the face-alignment package keeps its weights."""
+    torch_home = os.environ.get("TORCH_HOME", os.path.join(os.path.expanduser("~"), ".cache", "torch"))
+    return Path(torch_home) / "hub" / "checkpoints"
+
+
+def find_fan_weights(weights: str | os.PathLike | None) -> Path:
+    """Locate the 2DFAN-4 TorchScript file: a file path, a directory holding ``2DFAN4*.zip``,
+    or (None) the torch hub cache. Raises FileNotFoundError naming the missing file."""
+    path = Path(weights) if weights is not None else default_fan_dir()
+    if path.is_file():
+        return path
+    found = sorted(path.glob("2DFAN4*.zip")) if path.is_dir() else []
+    if found:
+        return found[0]
+    raise FileNotFoundError(
+        f"face-alignment weights not found: expected {path / FAN_FILE if path.suffix != '.zip' else path}. "
+        "vividtalk never downloads weights: copy the 2DFAN-4 TorchScript file released by the "
+        "face-alignment project there (or pass its path), or use the offline default tracker "
+        "'mediapipe'."
+    )
+
 
 # face-alignment's crop convention: a square of 200 * scale pixels around the box centre,
 # shifted up by 12% of the box height, with scale = (box width + box height) / 195.
@@ -87,6 +108,7 @@ class FaceAlignmentTracker:
         self.device = torch.device(device)
         self.net = torch.jit.load(str(self.weights_path), map_location=self.device).eval()
         self.min_face_size = min_face_size
+        self._detector = FaceDetector()
 
     @torch.no_grad()
     def landmarks_in_box(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
@@ -115,7 +137,7 @@ class FaceAlignmentTracker:
     def track_image(self, image: np.ndarray) -> np.ndarray:
         """Landmarks of the largest face: float32 [68, 3]. Raises NoFaceError/FaceTooSmallError."""
         image = as_rgb_uint8(image)
-        boxes = detect_face_boxes(image)
+        boxes = self._detector(image)[0]
         if len(boxes) == 0:
             raise NoFaceError(f"no face found in the image ({image.shape[1]}x{image.shape[0]})")
         faces = [self.landmarks_in_box(image, b) for b in boxes]
@@ -125,5 +147,15 @@ class FaceAlignmentTracker:
 
     def track_video(self, frames: Iterable[np.ndarray]) -> np.ndarray:
         """Per-frame landmarks: float32 [T, 68, 3], NaN rows where no usable face was found."""
-        faces_in = lambda f: [self.landmarks_in_box(f, b) for b in detect_face_boxes(f)]  # noqa: E731
+        faces_in = lambda f: [self.landmarks_in_box(f, b) for b in self._detector(f)[0]]  # noqa: E731
         return stack_tracks(frames, faces_in, self.num_points, self.min_face_size)
+
+    def close(self) -> None:
+        """Close the face detector's graph."""
+        self._detector.close()
+
+    def __enter__(self) -> "FaceAlignmentTracker":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

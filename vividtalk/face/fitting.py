@@ -217,7 +217,3 @@ class FaceFitter:
             f(pose), f(beta), f(lip_offsets), f(identity), f(alpha), f(residual), f(prior_residual)
         )
 
-
-def fit_mesh(vertices, model: FaceModel | None = None, identity: torch.Tensor | None = None) -> FitResult:
-    """One-call fitting: :class:`FaceFitter` with default settings (the default model)."""
-    return FaceFitter(model if model is not None else FaceModel.default()).fit(vertices, identity)

@@ -9,12 +9,12 @@ import cv2
 import numpy as np
 import torch
 
-from .crop import clip_crop_box, crop_image
 from .fitting import FaceFitter
 from .image import decode_image
 from .model import FaceModel
+from .prepare import crop_and_fit
 from .segmentation import face_region
-from .tracking import get_tracker
+from .trackers import get_tracker
 
 
 def render_ncc(
@@ -68,13 +68,12 @@ def fit_face_report(image_path, output, tracker: str = "mediapipe", size: int = 
     if not output.parent.is_dir():
         raise FileNotFoundError(f"output directory does not exist: {output.parent}")
     image = read_image(image_path) if image_path is not None else default_portrait()
-    landmarks = get_tracker(tracker).track_image(image)
-    box = clip_crop_box(landmarks)
-    crop, points = crop_image(image, box, size), box.to_crop(landmarks, size)
+    with get_tracker(tracker) as face_tracker:
+        landmarks = face_tracker.track_image(image)
     model = FaceModel.default()
-    fit = FaceFitter(model).fit(points)
-    verts = model.assemble(fit.beta, identity=fit.identity, lip_offsets=fit.lip_offsets, pose=fit.pose)
-    ncc, mask = render_ncc(model, verts, size, size)
+    fitted = crop_and_fit([image], landmarks, FaceFitter(model), size)
+    crop, points, fit = fitted.crops[0], fitted.points[0], fitted.fit
+    ncc, mask = render_ncc(model, torch.from_numpy(fitted.vertices), size, size)
     ncc_u8 = (ncc[0].numpy() * 255 + 0.5).astype(np.uint8)
     overlay = np.where(mask[0].numpy() > 0, (0.5 * crop + 0.5 * ncc_u8).astype(np.uint8), crop)
     oval = oval_mask(points, model, size, size)

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import torch
 
+from ..face.segmentation import FACE
 
-FACE_LABEL = 2
+
 """Label of the face region in a clip's masks (0 background, 1 hair/torso, 2 face)."""
 
 
@@ -24,11 +25,11 @@ def outer_texture(image: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """``PT_out``: the frame outside its face region.
 
     Args:
-        image: float [B, 3, H, W] in [0, 1]; labels: int [B, H, W] (see :data:`FACE_LABEL`).
+        image: float [B, 3, H, W] in [0, 1]; labels: int [B, H, W] (see :data:`vividtalk.face.segmentation.FACE`).
     Returns:
         float [B, 3, H, W]: the image where the label is not the face, 0 inside the face.
     """
-    return image * (labels != FACE_LABEL)[:, None].to(image.dtype)
+    return image * (labels != FACE)[:, None].to(image.dtype)
 
 
 def compose_texture(rendered: dict[str, torch.Tensor], outer: torch.Tensor) -> torch.Tensor:

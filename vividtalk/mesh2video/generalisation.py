@@ -20,7 +20,7 @@ import torch
 
 from ..eval.image import psnr
 from ..eval.lipsync import mouth_opening
-from .conditioning import FACE_LABEL
+from ..face.segmentation import FACE
 from .module import Mesh2VideoModule
 
 
@@ -36,7 +36,7 @@ def identity_psnr(module: Mesh2VideoModule, crop: np.ndarray, labels: np.ndarray
     """Face-region PSNR (dB) of the photo driven by its own mesh against the photo."""
     frame = render_driven(module, crop, labels, vertices, vertices[None])[0]
     as_t = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255.0  # noqa: E731
-    face = torch.from_numpy(labels == FACE_LABEL)[None, None].float()
+    face = torch.from_numpy(labels == FACE)[None, None].float()
     return float(psnr(as_t(frame), as_t(crop), face))
 
 

@@ -26,9 +26,10 @@ from pytorch_lightning.cli import OptimizerCallable
 
 from ..eval.image import psnr, ssim
 from ..face.model import FaceModel
+from ..face.segmentation import FACE
 from ..render import get_rasterizer
 from .blocks import warp
-from .conditioning import FACE_LABEL, compose_texture, gaussian_heatmaps, outer_texture
+from .conditioning import compose_texture, gaussian_heatmaps, outer_texture
 from .discriminator import MultiScaleDiscriminator
 from .generator import WarpingGenerator
 from .mesh_flow import MeshFlow
@@ -249,7 +250,7 @@ class Mesh2VideoModule(pl.LightningModule):
         ``out``: this module's output for the batch, when already computed."""
         out = self(batch, lip_scale=lip_scale, sample=False) if out is None else out
         target = batch["driving"]
-        face = (batch["driving_mask"] == FACE_LABEL)[:, None].float()  # [B, 1, H, W]
+        face = (batch["driving_mask"] == FACE)[:, None].float()  # [B, 1, H, W]
         mouth = _box_mask(batch["driving_lips"], target.shape[-1], margin=8)
         return {
             "psnr": psnr(out["image"], target, face), "ssim": ssim(out["image"], target, face),
