@@ -518,3 +518,32 @@ def test_wav2vec2_output_layer(tiny_wav2vec2):
     assert first.shape == last.shape and not torch.allclose(first, last)
     with pytest.raises(ValueError, match="output_layer"):
         Wav2Vec2Encoder(tiny_wav2vec2, output_layer=3)
+
+
+def _snapped_loop(num, nfft, sample_rate):
+    """Reference: python_speech_features' get_filterbanks, written as its loops."""
+    top = 2595 * np.log10(1 + (sample_rate / 2) / 700)
+    hz = 700 * (10 ** (np.linspace(0, top, num + 2) / 2595) - 1)
+    bins = np.floor((nfft + 1) * hz / sample_rate).astype(int)
+    bank = np.zeros((num, nfft // 2 + 1))
+    for j in range(num):
+        for k in range(bins[j], bins[j + 1]):
+            bank[j, k] = (k - bins[j]) / (bins[j + 1] - bins[j])
+        for k in range(bins[j + 1], bins[j + 2]):
+            bank[j, k] = (bins[j + 2] - k) / (bins[j + 2] - bins[j + 1])
+    return bank
+
+
+@pytest.mark.parametrize("num,nfft", [(26, 512), (40, 512), (80, 400)])
+def test_bin_snapped_filterbank_matches_python_speech_features_loops(num, nfft):
+    got = mel_filterbank(num, nfft, SR, scale="htk", snap_to_bins=True)
+    np.testing.assert_allclose(got, _snapped_loop(num, nfft, SR), atol=1e-7)
+    assert got.max() == 1 and got.min() == 0
+
+
+def test_htk_filterbank_matches_transformers():
+    from transformers.audio_utils import mel_filter_bank
+
+    ref = mel_filter_bank(num_frequency_bins=257, num_mel_filters=40, min_frequency=0.0, max_frequency=8000.0,
+                          sampling_rate=SR, norm=None, mel_scale="htk")
+    np.testing.assert_allclose(mel_filterbank(40, 512, SR, scale="htk"), ref.T, atol=1e-6)

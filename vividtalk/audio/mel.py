@@ -81,9 +81,13 @@ def mel_filterbank(
     f_max: float | None = None,
     scale: str = "slaney",
     norm: str | None = None,
+    snap_to_bins: bool = False,
 ) -> np.ndarray:
     """Triangular mel filters with peak 1 at their centre frequency, or with ``norm="slaney"``
     of equal area (each scaled by ``2 / (f_high - f_low)``: librosa's and Whisper's filters).
+    ``snap_to_bins``: the HTK-toolkit / python_speech_features variant (SyncNet's MFCCs), edges
+    rounded down to FFT bins ``floor((n_fft + 1) f / sample_rate)`` and the triangles drawn
+    between those bins.
 
     ``mel = filterbank @ power`` maps a one-sided power spectrum [n_fft // 2 + 1] (bin ``k``
     at ``k * sample_rate / n_fft`` Hz) to ``n_mels`` band energies.
@@ -94,6 +98,8 @@ def mel_filterbank(
     if norm not in (None, "slaney"):
         raise ValueError(f"unknown filterbank norm {norm!r}: use None or 'slaney'")
     edges = mel_band_edges(n_mels, sample_rate, f_min, f_max, scale)  # [n_mels + 2]
+    if snap_to_bins:
+        return _snapped_filterbank(np.floor((n_fft + 1) * edges / sample_rate), n_fft // 2 + 1)
     freqs = np.arange(n_fft // 2 + 1) * (sample_rate / n_fft)  # [F], Hz
     lo, centre, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]  # [n_mels, 1]
     rising = (freqs[None, :] - lo) / (centre - lo)  # [n_mels, F]
@@ -102,3 +108,15 @@ def mel_filterbank(
     if norm == "slaney":
         bank = bank * (2.0 / (hi - lo))
     return bank.astype(np.float32)
+
+
+def _snapped_filterbank(bins: np.ndarray, num_bins: int) -> np.ndarray:
+    """Triangles on integer FFT bins as python_speech_features draws them: filter m rises over
+    [lo, centre) and falls over [centre, hi), each side with slope 1 / max(width, 1) (a filter
+    whose centre and upper edge share a bin stays empty there, as in that package).
+    bins: float [n_mels + 2]; returns float32 [n_mels, num_bins]."""
+    k = np.arange(num_bins)[None, :]
+    lo, centre, hi = bins[:-2, None], bins[1:-1, None], bins[2:, None]
+    rising = np.where(k < centre, (k - lo) / np.maximum(centre - lo, 1), np.inf)
+    falling = np.where(k >= centre, (hi - k) / np.maximum(hi - centre, 1), np.inf)
+    return np.clip(np.minimum(rising, falling), 0.0, None).astype(np.float32)

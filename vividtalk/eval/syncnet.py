@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..audio.mel import mel_filterbank
+
 
 def _conv2d(c_in: int, c_out: int, kernel, stride=1, padding=0, inplace: bool = True) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, kernel, stride, padding), nn.BatchNorm2d(c_out), nn.ReLU(inplace=inplace)]
@@ -97,25 +99,12 @@ def mfcc(wav: np.ndarray, sample_rate: int = 16000, num_ceps: int = 13, num_filt
     index = np.arange(length)[None] + hop * np.arange(count)[:, None]
     power = np.abs(np.fft.rfft(signal[index], nfft)) ** 2 / nfft  # [T, nfft / 2 + 1]
     energy = np.maximum(power.sum(1), np.finfo(float).eps)
-    bank = _mel_filters(num_filters, nfft, sample_rate)
+    bank = mel_filterbank(num_filters, nfft, sample_rate, scale="htk", snap_to_bins=True).astype(np.float64)
     feat = np.log(np.maximum(power @ bank.T, np.finfo(float).eps))
     ceps = dct(feat, type=2, axis=1, norm="ortho")[:, :num_ceps]
     ceps *= 1 + (lifter / 2) * np.sin(np.pi * np.arange(num_ceps) / lifter)
     ceps[:, 0] = np.log(energy)
     return ceps.astype(np.float32)
-
-
-def _mel_filters(num: int, nfft: int, sample_rate: int) -> np.ndarray:
-    """Triangular filters on FFT bins placed evenly in mel (2595 log10(1 + f / 700)): [num, nfft / 2 + 1]."""
-    top = 2595 * np.log10(1 + (sample_rate / 2) / 700)
-    hz = 700 * (10 ** (np.linspace(0, top, num + 2) / 2595) - 1)
-    bins = np.floor((nfft + 1) * hz / sample_rate).astype(int)
-    bank = np.zeros((num, nfft // 2 + 1))
-    for j in range(num):
-        lo, mid, hi = bins[j], bins[j + 1], bins[j + 2]
-        bank[j, lo:mid] = (np.arange(lo, mid) - lo) / max(mid - lo, 1)
-        bank[j, mid:hi] = (hi - np.arange(mid, hi)) / max(hi - mid, 1)
-    return bank
 
 
 def offset_distances(video: torch.Tensor, audio: torch.Tensor, max_offset: int = 15) -> torch.Tensor:
