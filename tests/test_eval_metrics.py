@@ -259,6 +259,7 @@ def test_head_motion_diversity_and_beat_alignment():
 # ----------------------------------------------------------------------------- ArcFace
 def test_arcface_alignment_and_similarity(tmp_path, portrait, portrait_landmarks):
     from vividtalk.eval import arcface
+    from vividtalk.face.pose import similarity_2d
 
     points = arcface.five_points(portrait_landmarks)
     face = arcface.align_face(portrait, points)
@@ -267,10 +268,11 @@ def test_arcface_alignment_and_similarity(tmp_path, portrait, portrait_landmarks
     angle, scale = 0.3, 2.5
     rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     moved = arcface.TEMPLATE @ (scale * rot).T + np.array([40.0, -7.0])
-    matrix = arcface.similarity_transform(moved, arcface.TEMPLATE.astype(np.float64))
+    matrix = similarity_2d(torch.from_numpy(moved), torch.from_numpy(arcface.TEMPLATE.astype(np.float64))).numpy()
     np.testing.assert_allclose(moved @ matrix[:, :2].T + matrix[:, 2], arcface.TEMPLATE, atol=1e-4)
     # ... and close for a real face (its proportions differ from the template's).
-    matrix = arcface.similarity_transform(points.astype(np.float64), arcface.TEMPLATE.astype(np.float64))
+    matrix = similarity_2d(torch.from_numpy(points.astype(np.float64)),
+                           torch.from_numpy(arcface.TEMPLATE.astype(np.float64))).numpy()
     error = np.linalg.norm(points @ matrix[:, :2].T + matrix[:, 2] - arcface.TEMPLATE, axis=1)
     assert error.mean() < 6.0  # the astronaut smiles wide: her mouth corners sit ~4 px outside the template
     torch.manual_seed(0)

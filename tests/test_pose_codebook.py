@@ -352,3 +352,14 @@ def test_generation_samples_reproducibly_and_greedy_is_nearest():
     latents = mapper(F.pad(audio.transpose(1, 2), (0, 2), mode="replicate").transpose(1, 2), style, pose0,
                      previous)["latents"]
     assert torch.equal(vqvae.quantize(latents, update=False)["indices"], greedy)
+
+
+def test_perplexity_is_exp_entropy_of_the_histogram():
+    from scipy.stats import entropy
+
+    from vividtalk.audio2mesh.codebook import perplexity
+
+    assert perplexity(torch.tensor([0.0, 7.0, 0.0])).item() == pytest.approx(1.0)
+    assert perplexity(torch.full((16,), 3.0)).item() == pytest.approx(16.0)
+    counts = torch.tensor([5.0, 1.0, 0.0, 2.0], dtype=torch.float64)
+    assert perplexity(counts).item() == pytest.approx(math.exp(entropy(counts.numpy())))

@@ -25,6 +25,13 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
+def perplexity(counts: torch.Tensor) -> torch.Tensor:
+    """exp of the entropy of a code histogram counts [K] (>= 0): 1 when one code is used,
+    K when all are used equally."""
+    probs = counts / counts.sum()
+    return torch.exp(-(probs * torch.log(probs.clamp_min(1e-12))).sum())
+
+
 def nearest_codes(z: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     """Index of the nearest code (squared Euclidean distance) for every vector.
 
@@ -116,15 +123,13 @@ class Codebook(nn.Module):
             if update:
                 self._update_usage(counts.clone())
         quantized = self.lookup(indices).view_as(z)  # [..., D]
-        probs = counts / counts.sum()  # [K]
-        entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum()
         return {
             "indices": indices.view(z.shape[:-1]),
             "quantized": quantized,
             "z_q": z + (quantized - z).detach(),
             "codebook_loss": F.mse_loss(quantized, z.detach()),
             "commitment_loss": F.mse_loss(z, quantized.detach()),
-            "perplexity": entropy.exp(),
+            "perplexity": perplexity(counts),
             "codes_used": (counts > 0).sum(),
         }
 

@@ -13,6 +13,7 @@ import torch
 from pytorch_lightning.cli import OptimizerCallable
 from torch import nn
 
+from .codebook import perplexity
 from .module import adam
 from .pose_mapper import PoseMapper, generate_pose, map_to_pose
 from .pose_repr import pose_statistics, pose_to_features
@@ -187,9 +188,7 @@ class PoseMapperModule(pl.LightningModule):
             self._stats[f"gen_{key}"].append(gen[key] * len(target))
             self._stats[f"real_{key}"].append(real[key] * len(target))
         counts = torch.bincount(out["indices"].flatten(), minlength=self.vqvae.codebook.num_codes).double()
-        probs = counts / counts.sum()
-        perplexity = torch.exp(-(probs * probs.clamp_min(1e-12).log()).sum())
-        metrics = {"loss": forced["loss"], "code_accuracy": forced["code_accuracy"], "perplexity": perplexity.float(),
+        metrics = {"loss": forced["loss"], "code_accuracy": forced["code_accuracy"], "perplexity": perplexity(counts).float(),
                    "pose_mse": torch.nn.functional.mse_loss(out["features"], target)}
         self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, batch_size=len(target), sync_dist=True)
 

@@ -86,7 +86,7 @@ class PoseVQVAE(nn.Module):
         self.encoder = nn.Sequential(*enc)
         dec: list[nn.Module] = [nn.Conv1d(code_dim, hidden_dim, 3, padding=1)]
         dec += _res_stack(hidden_dim, num_layers)
-        for _ in range(steps):  # nearest upsampling + conv: no checkerboard jitter
+        for _ in range(steps):  # linear upsampling + conv: no checkerboard jitter
             dec += [nn.GELU(), nn.Upsample(scale_factor=2, mode="linear", align_corners=False), nn.Conv1d(hidden_dim, hidden_dim, 3, padding=1)]
         dec += [nn.GELU(), nn.Conv1d(hidden_dim, pose_dim, 3, padding=1)]
         self.decoder = nn.Sequential(*dec)

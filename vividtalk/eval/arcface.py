@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..face.pose import similarity_2d
+
 LAYERS = {"r18": [2, 2, 2, 2], "r34": [3, 4, 6, 3], "r50": [3, 4, 14, 3], "r100": [3, 13, 30, 3]}
 TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655],
                      [70.7299, 92.2041]], np.float32)
@@ -82,25 +84,14 @@ def five_points(landmarks: np.ndarray) -> np.ndarray:
     return np.stack([eyes[0], eyes[1], pts[1], mouth[0], mouth[1]]).astype(np.float32)
 
 
-def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares 2-D similarity (Umeyama 1991) mapping points src [N, 2] onto dst: [2, 3]."""
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    a, b = src - mu_s, dst - mu_d
-    u, s, vt = np.linalg.svd(b.T @ a / len(src))
-    d = np.diag([1.0, np.sign(np.linalg.det(u @ vt))])
-    rot = u @ d @ vt
-    var = (a**2).sum() / len(src)
-    if var <= 0:
-        raise ValueError("could not align the face (degenerate landmarks)")
-    scale = np.trace(np.diag(s) @ d) / var
-    return np.hstack([scale * rot, (mu_d - scale * rot @ mu_s)[:, None]])
-
-
 def align_face(image: np.ndarray, points: np.ndarray) -> np.ndarray:
     """The 112x112 ArcFace crop of an RGB uint8 image given its five points [5, 2]."""
     import cv2
 
-    matrix = similarity_transform(points.astype(np.float64), TEMPLATE.astype(np.float64))
+    src = torch.from_numpy(points.astype(np.float64))
+    if not (src - src.mean(0)).abs().sum() > 0:
+        raise ValueError("could not align the face (degenerate landmarks)")
+    matrix = similarity_2d(src, torch.from_numpy(TEMPLATE.astype(np.float64))).numpy()
     return cv2.warpAffine(image, matrix, (112, 112), borderValue=0)
 
 
