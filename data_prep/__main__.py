@@ -58,6 +58,7 @@ def _demo_audio(args: argparse.Namespace) -> int:
     import numpy as np
     from scipy.io import wavfile
 
+    from vividtalk.audio.align import SAMPLE_RATE
     from vividtalk.pipeline import demo_weights_dir
 
     from .synth.speech import pad_silence, synthesize
@@ -65,7 +66,7 @@ def _demo_audio(args: argparse.Namespace) -> int:
     utterance = pad_silence(synthesize(args.text, voice=args.voice), 0.3, 0.3)
     out = args.output or str(demo_weights_dir() / "speech.wav")
     tmp = out + ".tmp.wav"
-    wavfile.write(tmp, 16000, (np.clip(utterance.audio, -1, 1) * 32767).round().astype(np.int16))
+    wavfile.write(tmp, SAMPLE_RATE, (np.clip(utterance.audio, -1, 1) * 32767).round().astype(np.int16))
     os.replace(tmp, out)
     print(f"wrote {out}: {utterance.duration:.2f} s, voice {args.voice}: {args.text!r}")
     return 0
@@ -88,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vividtalk.cli import run_command
+    from vividtalk.command import run_command
 
     return run_command(build_parser(), argv)
 

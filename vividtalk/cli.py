@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .command import run_command
+
 
 def _bench(args: argparse.Namespace) -> int:
     from .benchmarks import run_benchmark
@@ -319,17 +321,6 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--tracker", default="mediapipe", help="mediapipe (default) or face-alignment")
     fit.set_defaults(func=_fit_face)
     return parser
-
-
-def run_command(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
-    """Parse and dispatch to ``args.func``; bad input (ValueError, FileNotFoundError) becomes
-    one clear line on stderr and exit code 2, with no traceback."""
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"{parser.prog} {args.command}: error: {err}", file=sys.stderr)
-        return 2
 
 
 def main(argv: list[str] | None = None) -> int:
