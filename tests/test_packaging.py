@@ -1,4 +1,4 @@
-"""The package's set-up files agree with each other and with the layout DESIGN.md fixes."""
+"""The package's set-up files agree with each other and with the layout docs/architecture.md describes."""
 
 import configparser
 from pathlib import Path

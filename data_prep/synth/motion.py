@@ -1,7 +1,7 @@
 """Per-frame face and head motion driven by synthetic speech (ground truth of a synthetic clip).
 
 Given an :class:`~data_prep.synth.speech.Utterance`, :func:`synth_motion` builds the three
-things a mesh sequence needs (DESIGN.md section 3): blendshape coefficients ``beta`` (the
+things a mesh sequence needs (docs/architecture.md, "Data contracts"): blendshape coefficients ``beta`` (the
 coarticulated visemes of :mod:`.visemes` plus blinks, brow raises at stressed syllables,
 occasional smiles, small asymmetries), fine lip vertex offsets ``O_lip``, and a head motion
 relative to the photo's pose. Speech activity (from the phoneme timings) makes the head and

@@ -1,6 +1,6 @@
 """Audio front end: loading, 25 fps alignment and per-video-frame feature encoders.
 
-Contract (DESIGN.md section 3): audio is 16 kHz mono float32 in [-1, 1]; video frame f covers
+Contract (docs/architecture.md, "Data contracts"): audio is 16 kHz mono float32 in [-1, 1]; video frame f covers
 samples [640 f, 640 (f + 1)); every encoder yields exactly ``num_frames(N)`` feature vectors.
 """
 

@@ -1,6 +1,6 @@
 """Alignment of 16 kHz audio to 25 fps video frames.
 
-The contract (DESIGN.md section 3): video frame ``f`` covers the audio samples
+The contract (docs/architecture.md, "Data contracts"): video frame ``f`` covers the audio samples
 ``[640 f, 640 (f + 1))``, so a clip of ``N`` samples has ``ceil(N / 640)`` video frames and
 its last, partial frame is completed with zeros. Every audio feature encoder yields exactly
 ``num_frames(N)`` feature vectors.

@@ -1,6 +1,6 @@
 """Learned convolutional front end: log-mel frames (100 Hz) -> one vector per video frame (25 Hz).
 
-The offline default audio feature of stage 1 (DESIGN.md section 4: "log-mel + a learned
+The offline default audio feature of stage 1 (docs/architecture.md, "Stage 1"; "log-mel + a learned
 convolutional front end"), used in place of wav2vec2 when no pretrained weights are on disk.
 """
 

@@ -1,6 +1,6 @@
 """Log-mel audio features at 25 fps: the offline default audio encoder of stage 1.
 
-Stage 1 (DESIGN.md section 4) conditions on audio features ``A`` with one vector per video
+Stage 1 (docs/architecture.md, "Stage 1") conditions on audio features ``A`` with one vector per video
 frame. With ``out_dim=None`` the feature of frame f is its four 10 ms log-mel frames stacked
 (fixed, cacheable); with ``out_dim`` a learned :class:`MelConvFrontEnd` maps them to
 ``out_dim`` channels.

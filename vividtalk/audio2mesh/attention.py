@@ -1,4 +1,4 @@
-"""Attention building blocks of the stage-1 multi-branch transformer (DESIGN.md section 4).
+"""Attention building blocks of the stage-1 multi-branch transformer (docs/architecture.md, "Stage 1").
 
 Small pieces shared by the audio encoder and the three autoregressive branches of
 :class:`vividtalk.audio2mesh.transformer.MultiBranchTransformer`:

@@ -1,4 +1,4 @@
-"""VividTalk's multi-branch BlendShape and Vertex Offset generator (DESIGN.md section 4).
+"""VividTalk's multi-branch BlendShape and Vertex Offset generator (docs/architecture.md, "Stage 1").
 
 Audio features A (one vector per 25 fps frame) and the identity style ``z_style`` drive three
 autoregressive branches (VividTalk, eq. 1):

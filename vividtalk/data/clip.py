@@ -1,4 +1,4 @@
-"""The clip format: the one module that writes and reads training clips (DESIGN.md section 3).
+"""The clip format: the one module that writes and reads training clips (docs/architecture.md, "Data contracts").
 
 A clip is a directory::
 

@@ -1,4 +1,4 @@
-"""Fitting the face model to tracked meshes (DESIGN.md section 3, VividTalk's hybrid prior).
+"""Fitting the face model to tracked meshes (docs/architecture.md, "Data contracts", VividTalk's hybrid prior).
 
 Per frame: the similarity pose P by weighted Procrustes on the vertices that no expression
 moves, the expression coefficients beta by ridge-regularised least squares with beta in

@@ -1,6 +1,6 @@
 """The linear face model: mean shape, identity and expression bases, topology, lip vertices.
 
-VividTalk's hybrid prior (DESIGN.md section 3) assembles a mesh as
+VividTalk's hybrid prior (docs/architecture.md, "Data contracts") assembles a mesh as
 
     M = (S + alpha U_id + beta U_exp + O_lip) (x) P
 

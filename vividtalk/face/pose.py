@@ -1,6 +1,6 @@
 """Rigid similarity poses: Euler angles, matrices, and weighted Procrustes (Umeyama).
 
-A pose vector P has 7 numbers (DESIGN.md's pose [T, P] with P = 7):
+A pose vector P has 7 numbers (the clip contract's pose [T, 7], docs/architecture.md):
 ``(pitch, yaw, roll, tx, ty, tz, scale)``, angles in radians, translation and scale in the
 units of the target (pixels for tracked faces). It maps a canonical point X to
 ``scale * R @ X + t`` with ``R = Rz(roll) @ Ry(yaw) @ Rx(pitch)``. Axes follow the image:

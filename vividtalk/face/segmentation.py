@@ -1,4 +1,4 @@
-"""Face / hair-torso / background label masks (DESIGN.md section 3).
+"""Face / hair-torso / background label masks (docs/architecture.md, "Data contracts").
 
 The person comes from MediaPipe's selfie segmentation (shipped in the ``mediapipe==0.10.14``
 wheel); the face is the tracked face-oval polygon; hair and torso are the rest of the person.

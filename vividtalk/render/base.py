@@ -1,7 +1,7 @@
 """The rasterizer protocol shared by every backend, and backend selection.
 
 Conventions follow nvdiffrast exactly, so that the pure-PyTorch backend and the nvdiffrast
-backend are interchangeable (DESIGN.md section 5):
+backend are interchangeable (docs/architecture.md, "Stage 2"):
 
 - ``rasterize(pos, tri, resolution) -> rast``: ``pos`` float32 [B, V, 4] clip-space
   (x, y, z, w); ``tri`` int32/int64 [F, 3]; ``resolution`` (H, W). ``rast`` float32

@@ -1,7 +1,7 @@
 """The training recipes: Lightning CLI configs, shipped with the package.
 
 ``vividtalk fit --config stages/<stage>.yaml [--config stages/cpu/<stage>.yaml]`` trains a stage
-(docs/architecture.md, "Training"); later files overlay earlier ones as jsonargparse merges
+(stages/README.md); later files overlay earlier ones as jsonargparse merges
 them. :func:`model_args` does that merge for the ``model`` section so that code (the
 benchmarks) builds networks of exactly a recipe's size, and :func:`build` instantiates one
 ``{class_path, init_args}`` entry.
