@@ -17,6 +17,7 @@ import numpy as np
 from vividtalk.data import ClipData
 from vividtalk.audio.align import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from vividtalk.face import FaceModel, MediaPipeTracker
+from vividtalk.face.mediapipe_tracker import FaceDetector
 from vividtalk.face.prepare import FacePreparer, FittedCrops, crop_and_fit
 from vividtalk.face.tracking import face_size
 
@@ -95,23 +96,20 @@ class VideoStats:
 
 # ----------------------------------------------------------------------------- tracking
 class FaceCounter:
-    """MediaPipe's short-range face detector (the one inside Face Mesh), kept open: counts
-    faces in a frame."""
+    """Counts faces in a frame with MediaPipe's short-range detector (the one inside Face
+    Mesh), its graph kept open."""
 
     def __init__(self, min_confidence: float = 0.5, min_side: float = 20.0) -> None:
-        from mediapipe.python.solutions.face_detection import FaceDetection
-
-        self._graph = FaceDetection(model_selection=0, min_detection_confidence=min_confidence)
+        self._detector = FaceDetector(min_confidence, full_range=False)
         self.min_side = min_side
 
     def __call__(self, frame: np.ndarray) -> int:
         """Faces at least ``min_side`` pixels wide in an RGB uint8 frame [H, W, 3]."""
-        detections = self._graph.process(frame).detections or []
-        width = frame.shape[1]
-        return sum(d.location_data.relative_bounding_box.width * width >= self.min_side for d in detections)
+        boxes = self._detector(frame)[0]
+        return int((boxes[:, 2] - boxes[:, 0] >= self.min_side).sum())
 
     def close(self) -> None:
-        self._graph.close()
+        self._detector.close()
 
 
 class FrameTracker:

@@ -113,8 +113,7 @@ def bench_mesh2video(device: str = "cpu", repeats: int = 10, batch_size: int = 1
         "ms_prepare_source": 1000.0 * statistics.median(prepare_times),
         "parameters": params, "gflops_per_frame": frame_flops.get_total_flops() / 1e9,
         "gflops_prepare_source": prepare_flops.get_total_flops() / 1e9,
-        "rasterizer": module.rasterizer(dev).name, "torch_threads": torch.get_num_threads(),
-        "repeats": repeats, **environment(),
+        "rasterizer": module.rasterizer(dev).name, "repeats": repeats, **environment(),
     }
 
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..face.pose import similarity_2d
+from ..face.tracking import Closing
 
 LAYERS = {"r18": [2, 2, 2, 2], "r34": [3, 4, 6, 3], "r50": [3, 4, 14, 3], "r100": [3, 13, 30, 3]}
 TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655],
@@ -89,13 +90,13 @@ def align_face(image: np.ndarray, points: np.ndarray) -> np.ndarray:
     import cv2
 
     src = torch.from_numpy(points.astype(np.float64))
-    if not (src - src.mean(0)).abs().sum() > 0:
+    if (src == src[0]).all():
         raise ValueError("could not align the face (degenerate landmarks)")
     matrix = similarity_2d(src, torch.from_numpy(TEMPLATE.astype(np.float64))).numpy()
     return cv2.warpAffine(image, matrix, (112, 112), borderValue=0)
 
 
-class ArcFaceIdentity:
+class ArcFaceIdentity(Closing):
     """Cosine similarity of ArcFace embeddings (weights from a local file).
 
     Args:
@@ -136,12 +137,6 @@ class ArcFaceIdentity:
         if self._tracker is not None:
             self._tracker.close()
             self._tracker = None
-
-    def __enter__(self) -> "ArcFaceIdentity":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def similarity(self, images: np.ndarray, reference: np.ndarray) -> dict[str, float]:
         """Mean cosine similarity of frames [T, H, W, 3] to one reference image [H, W, 3]."""

@@ -18,7 +18,7 @@ import torch
 
 from .image import as_rgb_uint8
 from .mediapipe_tracker import FaceDetector
-from .tracking import NoFaceError, check_face_size, select_largest, stack_tracks
+from .tracking import Closing, NoFaceError, check_face_size, select_largest, stack_tracks
 
 FAN_FILE = "2DFAN4-cd938726ad.zip"
 
@@ -85,7 +85,7 @@ def heatmaps_to_points(heatmaps: torch.Tensor) -> np.ndarray:
     return pts + 0.5
 
 
-class FaceAlignmentTracker:
+class FaceAlignmentTracker(Closing):
     """68-point landmarks with the 2DFAN-4 network.
 
     Args:
@@ -153,9 +153,3 @@ class FaceAlignmentTracker:
     def close(self) -> None:
         """Close the face detector's graph."""
         self._detector.close()
-
-    def __enter__(self) -> "FaceAlignmentTracker":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

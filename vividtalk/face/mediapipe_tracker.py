@@ -12,6 +12,7 @@ import numpy as np
 
 from .image import as_rgb_uint8
 from .tracking import (
+    Closing,
     NoFaceError,
     check_face_size,
     check_visible,
@@ -20,7 +21,7 @@ from .tracking import (
     unturn_points,
 )
 
-class MediaPipeTracker:
+class MediaPipeTracker(Closing):
     """MediaPipe Face Mesh (478 points with the refined lips/eyes/irises model).
 
     Args:
@@ -178,14 +179,8 @@ class MediaPipeTracker:
             self._detector.close()
             self._detector = None
 
-    def __enter__(self) -> "MediaPipeTracker":
-        return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-class FaceMeshStream:
+class FaceMeshStream(Closing):
     """MediaPipe Face Mesh in tracking mode, one frame at a time; a context manager.
 
     Args:
@@ -203,24 +198,20 @@ class FaceMeshStream:
     def close(self) -> None:
         self._mesh.close()
 
-    def __enter__(self) -> "FaceMeshStream":
-        return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-class FaceDetector:
-    """MediaPipe's full-range face detector: one graph for every image; a context manager.
+class FaceDetector(Closing):
+    """MediaPipe's face detector: one graph for every image; a context manager.
 
     Args:
         min_confidence: detections scoring less are dropped.
+        full_range: the full-range model (faces of any size, the default), or the short-range
+            one that Face Mesh runs inside (faces within about 2 m; faster).
     """
 
-    def __init__(self, min_confidence: float = 0.5) -> None:
+    def __init__(self, min_confidence: float = 0.5, full_range: bool = True) -> None:
         from mediapipe.python.solutions.face_detection import FaceDetection
 
-        self._graph = FaceDetection(model_selection=1, min_detection_confidence=min_confidence)
+        self._graph = FaceDetection(model_selection=int(full_range), min_detection_confidence=min_confidence)
 
     def __call__(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Face boxes and scores of one image.
@@ -241,12 +232,6 @@ class FaceDetector:
 
     def close(self) -> None:
         self._graph.close()
-
-    def __enter__(self) -> "FaceDetector":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def detect_faces(image: np.ndarray, min_confidence: float = 0.5) -> tuple[np.ndarray, np.ndarray]:

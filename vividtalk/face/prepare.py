@@ -23,7 +23,7 @@ from .image import as_rgb_uint8
 from .mediapipe_tracker import MediaPipeTracker
 from .model import FaceModel
 from .segmentation import PersonSegmenter, label_masks
-from .tracking import fill_missing
+from .tracking import Closing, fill_missing
 
 MAX_SIDE = 4096
 """Photos with a longer side are downscaled before anything else (tracking, cropping)."""
@@ -92,7 +92,7 @@ class SourceFace:
     lip_offsets: np.ndarray
 
 
-class FacePreparer:
+class FacePreparer(Closing):
     """Track, crop, fit and label faces; MediaPipe's graphs (Face Mesh, detector, person
     segmenter) are built on first use, reused, and closed by :meth:`close` or a ``with`` block.
 
@@ -137,12 +137,6 @@ class FacePreparer:
         if self._segmenter is not None:
             self._segmenter.close()
             self._segmenter = None
-
-    def __enter__(self) -> FacePreparer:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def _limit_size(image: np.ndarray) -> np.ndarray:

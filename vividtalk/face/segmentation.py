@@ -11,11 +11,12 @@ import numpy as np
 from .image import as_rgb_uint8
 from .model import FaceModel
 from .topology import fill_polygon
+from .tracking import Closing
 
 BACKGROUND, HAIR_TORSO, FACE = 0, 1, 2
 
 
-class PersonSegmenter:
+class PersonSegmenter(Closing):
     """MediaPipe selfie segmentation, kept open across calls (its graph is slow to build).
 
     Args:
@@ -37,11 +38,8 @@ class PersonSegmenter:
 
 def person_mask(image: np.ndarray) -> np.ndarray:
     """One-off person probability: float32 [H, W] in [0, 1] (see :class:`PersonSegmenter`)."""
-    segmenter = PersonSegmenter()
-    try:
+    with PersonSegmenter() as segmenter:
         return segmenter(image)
-    finally:
-        segmenter.close()
 
 
 def face_region(vertices: np.ndarray, model: FaceModel, height: int, width: int) -> np.ndarray:

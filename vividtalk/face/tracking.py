@@ -33,6 +33,20 @@ class FaceCutError(NoFaceError):
     """Too much of the face lies outside the image (it is cut by the image border)."""
 
 
+class Closing:
+    """Owners of MediaPipe graphs or networks: ``close()`` releases them, and so does leaving a
+    ``with`` block."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 @runtime_checkable
 class Tracker(Protocol):
     """Landmark tracker interface."""
