@@ -127,6 +127,56 @@ def test_seed_and_pose_options(pipe, portrait, talk):
     torch.testing.assert_close(same.poses[0], torch.from_numpy(same.source.pose))  # from the source pose on
 
 
+def test_a_generator_drives_what_seed_drives(pipe, portrait, talk):
+    """``generator=torch.Generator().manual_seed(s)`` gives what ``seed=s`` gives (head motion,
+    blinks, frames); another generator samples other head motion and other blink times."""
+    wav = speech_like(1.5)
+    seeded = pipe.plan(wav, portrait, seed=3)
+    driven = pipe.plan(wav, portrait, generator=torch.Generator().manual_seed(3))
+    for key in ("vertices", "poses", "beta"):
+        torch.testing.assert_close(getattr(driven, key), getattr(seeded, key), rtol=0, atol=0)
+    other = pipe.plan(wav, portrait, generator=torch.Generator().manual_seed(4))
+    assert (other.poses - seeded.poses).abs().max() > 1e-3  # sampled head motion differs
+    out = pipe(wav, portrait, generator=torch.Generator().manual_seed(3))
+    np.testing.assert_array_equal(out.frames, talk.frames)  # talk: seed=3
+    np.testing.assert_array_equal(out.poses, talk.poses)
+    long = speech_like(6.0)
+    blink = [i for i, n in enumerate(pipe.face.expression_names) if n.startswith("eyeBlink")]
+    by_seed = pipe.plan(long, portrait, pose="still", seed=1).beta[:, blink]
+    by_generator = pipe.plan(long, portrait, pose="still", generator=torch.Generator().manual_seed(1)).beta[:, blink]
+    by_other = pipe.plan(long, portrait, pose="still", generator=torch.Generator().manual_seed(2)).beta[:, blink]
+    assert torch.equal(by_generator, by_seed) and by_seed.max() > 0.95
+    assert not torch.equal(by_other, by_seed)  # other blink times
+
+
+def test_seed_and_generator_together_are_refused(pipe, portrait):
+    with pytest.raises(ValueError, match="either seed or generator, not both"):
+        pipe.plan(speech_like(0.5), portrait, seed=1, generator=torch.Generator().manual_seed(1))
+    with pytest.raises(ValueError, match="either seed or generator, not both"):
+        pipe(speech_like(0.5), portrait, seed=0, generator=torch.Generator())
+    with pytest.raises(ValueError, match="must be a torch.Generator"):
+        pipe.plan(speech_like(0.5), portrait, generator=np.random.default_rng(0))
+
+
+def test_options_are_keyword_arguments_without_passthrough():
+    """Every option of the generation entry points is a named keyword argument with a default."""
+    import inspect
+
+    options = {"pose", "reference_video", "expression_scale", "blink", "seed", "generator", "temperature",
+               "output_size", "progress"}
+    for fn, extra in ((VividTalkPipeline.__call__, {"batch_size"}), (VividTalkPipeline.plan, set()),
+                      (VividTalkPipeline.write, {"batch_size"}), (generate, {"batch_size"})):
+        params = inspect.signature(fn).parameters
+        assert not any(p.kind is p.VAR_KEYWORD for p in params.values()), fn
+        keyword = {n for n, p in params.items() if p.kind is p.KEYWORD_ONLY}
+        assert keyword == options | extra, (fn, keyword ^ (options | extra))
+        assert all(params[n].default is not inspect.Parameter.empty for n in keyword)
+        plan = inspect.signature(VividTalkPipeline.plan).parameters  # one default for each option
+        assert {n: params[n].default for n in options} == {n: plan[n].default for n in options}, fn
+        for name in keyword:
+            assert f"{name}" in (fn.__doc__ or ""), (fn.__name__, name)
+
+
 def test_pose_copied_from_a_reference_video(pipe, portrait, talking_frames, tmp_path):
     from vividtalk.audio2mesh.pose_repr import pose_to_features
     from vividtalk.data.video import write_video

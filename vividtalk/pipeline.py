@@ -149,28 +149,84 @@ class VividTalkPipeline:
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
-    def __call__(self, audio, image, **options) -> VividTalkOutput:
-        """Generate a talking head. ``audio``: a path (any audio or video file) or a float
-        array at 16 kHz; ``image``: a path or an array (see :meth:`plan` for the options;
-        ``batch_size`` and ``progress`` as in :meth:`frames`)."""
-        batch_size, progress = options.pop("batch_size", 8), options.pop("progress", False)
-        return self._render(self.plan(audio, image, **options), None, batch_size, progress)
-
-    @torch.no_grad()
-    def plan(self, audio, image, pose: str = "audio", reference_video: str | None = None,
-             expression_scale: float = 1.0, blink: bool = True, seed: int = 0, output_size: str = "crop",
-             temperature: float | None = None, progress: bool = False) -> GenerationPlan:
-        """Stage 1 and the controls: the driving meshes of every frame.
+    def __call__(
+        self,
+        audio,
+        image,
+        *,
+        pose: str = "audio",
+        reference_video: str | os.PathLike | None = None,
+        expression_scale: float = 1.0,
+        blink: bool = True,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        temperature: float | None = None,
+        output_size: str = "crop",
+        batch_size: int = 8,
+        progress: bool = False,
+    ) -> VividTalkOutput:
+        """Generate a talking head: :meth:`plan` (stage 1 and the controls), then stage 2.
 
         Args:
-            pose: "audio" (generated from the speech), "still" (the source's pose throughout)
-                or "video" (the head motion of ``reference_video``, a path).
-            expression_scale: scales blendshapes and lip offsets (0: a still face).
+            audio: the speech: a path (any audio or video file) or a float array [N] at 16 kHz
+                (np.ndarray or torch.Tensor), at least 0.2 s long.
+            image: the source photo with a face: a path or an RGB uint8 array [H, W, 3].
+            pose: the head motion: "audio" (sampled from the speech), "still" (the source's
+                pose throughout) or "video" (the head motion of ``reference_video``).
+            reference_video: the video (a path) whose head motion ``pose="video"`` copies.
+            expression_scale: scales blendshapes and lip offsets (>= 0; 0: a still face).
             blink: add blinks every 2-5 s (False: the eyes stay open).
-            seed: seeds the head-pose sampling and the blink times.
+            seed: seeds the head-motion sampling and the blink times (None: 0, unless
+                ``generator`` is given; passing both is an error).
+            generator: drives the same randomness instead of ``seed``: head motion is drawn
+                from it (on its device), blink times follow its ``initial_seed()``.
+                ``seed=s`` equals ``generator=torch.Generator(device=pipe.device).manual_seed(s)``.
+            temperature: the head-pose codebook sampling temperature (None: the trained
+                default; 0: the nearest code, nothing sampled).
             output_size: "crop" (256x256 frames) or "full" (the crop pasted back into the image).
-            temperature: head-pose codebook sampling temperature (None: the trained default).
+            batch_size: frames rendered by stage 2 at a time.
+            progress: show progress bars.
+
+        Returns:
+            A :class:`VividTalkOutput` (frames, audio, meshes, poses, blendshapes).
+
+        Raises:
+            ValueError: an invalid option, or both ``seed`` and ``generator``; AudioError: audio
+            that cannot be loaded or is too short; NoFaceError: no face in the image.
         """
+        plan = self.plan(audio, image, pose=pose, reference_video=reference_video, expression_scale=expression_scale,
+                         blink=blink, seed=seed, generator=generator, temperature=temperature,
+                         output_size=output_size, progress=progress)
+        return self._render(plan, None, batch_size, progress)
+
+    @torch.no_grad()
+    def plan(
+        self,
+        audio,
+        image,
+        *,
+        pose: str = "audio",
+        reference_video: str | os.PathLike | None = None,
+        expression_scale: float = 1.0,
+        blink: bool = True,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        temperature: float | None = None,
+        output_size: str = "crop",
+        progress: bool = False,
+    ) -> GenerationPlan:
+        """Stage 1 and the controls: the driving meshes of every frame (:meth:`frames` renders them).
+
+        Args:
+            audio, image, pose, reference_video, expression_scale, blink, seed, generator,
+                temperature, output_size: as for :meth:`__call__`, which documents them.
+            progress: show a progress bar for stage 1.
+
+        Returns:
+            A :class:`GenerationPlan`: the prepared source, the audio padded to whole frames,
+            the driving meshes [T, V, 3], poses [T, 7] and blendshapes [T, K].
+        """
+        generator, blink_seed = _random_source(seed, generator, self.device)
         wav = self._audio(audio)
         if pose not in POSE_MODES:
             raise ValueError(f"pose must be one of {POSE_MODES}, got {pose!r}")
@@ -192,12 +248,12 @@ class VividTalkPipeline:
         bar.close()
         clock.lap("expression")
         source_pose = torch.from_numpy(source.pose).to(dev)[None]
-        poses = self._poses(pose, reference_video, wav_t, identity, source_pose, frames, temperature, seed)
+        poses = self._poses(pose, reference_video, wav_t, identity, source_pose, frames, temperature, generator)
         clock.lap("pose")
         blink_index = [i for i, n in enumerate(self.face.expression_names) if n.startswith("eyeBlink")]
         beta, lips = motion.apply_controls(
             expr["beta"], expr["lip_offsets"], motion.speech_gate(wav_t, frames), self.audio2mesh.network.lip_index,
-            blink_index, motion.blink_track(frames, seed).to(dev) if blink else None, expression_scale)
+            blink_index, motion.blink_track(frames, blink_seed).to(dev) if blink else None, expression_scale)
         face = self.face.to(dev)
         vertices = face.assemble(beta[0], identity=identity, lip_offsets=lips[0], pose=poses[0])  # [T, V, 3]
         return GenerationPlan(source, wav, vertices, poses[0], beta[0], output_size == "full", clock.seconds)
@@ -237,13 +293,21 @@ class VividTalkPipeline:
             audio = None
         return GenerationPlan(source, audio, vertices, poses, beta, output_size == "full", clock.seconds)
 
-    def reenact(self, video: str | os.PathLike, image=None, output: str | os.PathLike | None = None,
-                batch_size: int = 8, progress: bool = False, **options):
-        """Render :meth:`plan_reenactment` (options: ``output_size``, ``expression_scale``): into
-        the mp4 ``output`` (streamed; its path returned), or as a :class:`VividTalkOutput`."""
+    def reenact(self, video: str | os.PathLike, image=None, output: str | os.PathLike | None = None, *,
+                output_size: str = "crop", expression_scale: float = 1.0, batch_size: int = 8,
+                progress: bool = False):
+        """Render :meth:`plan_reenactment` into the mp4 ``output`` (streamed; its path returned),
+        or as a :class:`VividTalkOutput` when ``output`` is None.
+
+        Args:
+            video, image, output_size, expression_scale: as for :meth:`plan_reenactment`.
+            output: the mp4 to write (its directory must exist), or None.
+            batch_size: frames rendered by stage 2 at a time; progress: show progress bars.
+        """
         _check_output_dir(output)
-        return self._render(self.plan_reenactment(video, image, progress=progress, **options), output, batch_size,
-                            progress)
+        plan = self.plan_reenactment(video, image, output_size=output_size, expression_scale=expression_scale,
+                                     progress=progress)
+        return self._render(plan, output, batch_size, progress)
 
     def _audio(self, audio) -> np.ndarray:
         wav = load_audio(audio, SAMPLE_RATE if isinstance(audio, (np.ndarray, torch.Tensor)) else None)
@@ -252,7 +316,8 @@ class VividTalkPipeline:
                              "is needed")
         return np.pad(wav, (0, frames_to_samples(num_frames(len(wav))) - len(wav)))
 
-    def _poses(self, mode: str, reference_video, wav, identity, source_pose, frames: int, temperature, seed: int):
+    def _poses(self, mode: str, reference_video, wav, identity, source_pose, frames: int, temperature,
+               generator: torch.Generator):
         if mode == "still":
             return motion.still_poses(source_pose, frames)
         if mode == "video":
@@ -260,7 +325,6 @@ class VividTalkPipeline:
 
             return motion.copied_poses(reference_poses(list(iter_frames(reference_video, fps=FPS)), self.face),
                                        source_pose, frames)
-        generator = torch.Generator(device=wav.device).manual_seed(seed)
         return motion.pose_track(self.pose_mapper, wav, identity, source_pose, frames, temperature=temperature,
                                  generator=generator)
 
@@ -275,12 +339,36 @@ class VividTalkPipeline:
                 for frame in batch:
                     yield paste_back(frame, src.image, src.box) if plan.full_size else frame
 
-    def write(self, audio, image, output: str | os.PathLike, batch_size: int = 8, progress: bool = False,
-              **options) -> Path:
+    def write(
+        self,
+        audio,
+        image,
+        output: str | os.PathLike,
+        *,
+        pose: str = "audio",
+        reference_video: str | os.PathLike | None = None,
+        expression_scale: float = 1.0,
+        blink: bool = True,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        temperature: float | None = None,
+        output_size: str = "crop",
+        batch_size: int = 8,
+        progress: bool = False,
+    ) -> Path:
         """Generate straight into an mp4 (frames are streamed to the encoder, not kept: memory
-        stays bounded for long audio). Options as for :meth:`plan`."""
+        stays bounded for long audio); returns its path.
+
+        Args:
+            output: the mp4 to write (its directory must exist; never a partial file).
+            audio, image, pose, reference_video, expression_scale, blink, seed, generator,
+                temperature, output_size, batch_size, progress: as for :meth:`__call__`.
+        """
         _check_output_dir(output)
-        return self._render(self.plan(audio, image, progress=progress, **options), output, batch_size, progress)
+        plan = self.plan(audio, image, pose=pose, reference_video=reference_video, expression_scale=expression_scale,
+                         blink=blink, seed=seed, generator=generator, temperature=temperature,
+                         output_size=output_size, progress=progress)
+        return self._render(plan, output, batch_size, progress)
 
     def _render(self, plan: GenerationPlan, output: str | os.PathLike | None, batch_size: int, progress: bool):
         """Stage 2 of a plan: streamed into the mp4 ``output`` (its path returned; never a partial
@@ -307,6 +395,23 @@ class _Clock:
         self.seconds[name], self._last = now - self._last, now
 
 
+def _random_source(seed: int | None, generator: torch.Generator | None,
+                   device: torch.device) -> tuple[torch.Generator, int]:
+    """The generator of the head-motion sampling and the seed of the blink times, from the
+    ``seed`` or the ``generator`` of :meth:`VividTalkPipeline.plan` (not both)."""
+    if generator is None:
+        seed = 0 if seed is None else seed
+        return torch.Generator(device=device).manual_seed(seed), seed
+    if seed is not None:
+        raise ValueError(
+            f"pass either seed or generator, not both (got seed={seed} and a generator); "
+            "e.g. generator=torch.Generator().manual_seed(seed)"
+        )
+    if not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    return generator, generator.initial_seed()
+
+
 def _check_output_dir(output: str | os.PathLike | None) -> None:
     """Refuse an output whose directory does not exist, before any work (VideoError)."""
     from .data.video import VideoError
@@ -327,12 +432,36 @@ def _read_image(image) -> np.ndarray:
     return image
 
 
-def generate(audio=None, image=None, output: str | os.PathLike | None = None, weights: str | None = None,
-             device: str = "cpu", **options):
-    """One call: audio + image -> a talking head (the packaged demo speech and portrait when
-    either is None). With ``output`` the video is written there (streamed) and its path
-    returned; without, a :class:`VividTalkOutput`. ``weights``: a saved pipeline directory
-    (None: the demo weights); options: see :meth:`VividTalkPipeline.plan`, ``batch_size``."""
+def generate(
+    audio=None,
+    image=None,
+    output: str | os.PathLike | None = None,
+    weights: str | os.PathLike | None = None,
+    device: str = "cpu",
+    *,
+    pose: str = "audio",
+    reference_video: str | os.PathLike | None = None,
+    expression_scale: float = 1.0,
+    blink: bool = True,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    temperature: float | None = None,
+    output_size: str = "crop",
+    batch_size: int = 8,
+    progress: bool = False,
+):
+    """One call: audio + image -> a talking head.
+
+    Args:
+        audio, image: as for :meth:`VividTalkPipeline.__call__`; None: the packaged demo
+            speech / the default portrait.
+        output: the mp4 to write (streamed; its path is returned), or None for a
+            :class:`VividTalkOutput`.
+        weights: a saved pipeline directory (None: the packaged demo weights).
+        device: the torch device to run on.
+        pose, reference_video, expression_scale, blink, seed, generator, temperature,
+            output_size, batch_size, progress: as for :meth:`VividTalkPipeline.__call__`.
+    """
     pipe = VividTalkPipeline.from_pretrained(weights, device=device)
     if audio is None:
         audio = str(demo_weights_dir() / "speech.wav")
@@ -340,6 +469,9 @@ def generate(audio=None, image=None, output: str | os.PathLike | None = None, we
         from .face.visualize import default_portrait
 
         image = default_portrait()
+    options = dict(pose=pose, reference_video=reference_video, expression_scale=expression_scale, blink=blink,
+                   seed=seed, generator=generator, temperature=temperature, output_size=output_size,
+                   batch_size=batch_size, progress=progress)
     if output is not None:
         return pipe.write(audio, image, output, **options)
     return pipe(audio, image, **options)

@@ -230,7 +230,8 @@ def generate_codes(
 
     Args:
         audio: [B, T, audio_dim], T a multiple of ``downsample``; z_style [B, style_dim];
-            pose0 [B, pose_dim]; generator: for reproducible sampling (on audio's device).
+            pose0 [B, pose_dim]; generator: for reproducible sampling (any device: the
+            codes are drawn on the generator's).
     Returns:
         code indices [B, T / downsample] int64.
     """
@@ -244,7 +245,10 @@ def generate_codes(
         if temperature <= 0:
             index = logits.argmax(-1)
         else:
-            index = torch.multinomial(F.softmax(logits / temperature, -1), 1, generator=generator)[:, 0]
+            probs = F.softmax(logits / temperature, -1)  # [B, K]
+            if generator is not None:  # drawn where the generator lives (a CPU one may drive a GPU model)
+                probs = probs.to(generator.device)
+            index = torch.multinomial(probs, 1, generator=generator)[:, 0].to(logits.device)
         chosen.append(index)
         previous = torch.cat([previous, codes[index][:, None]], dim=1)
     return torch.stack(chosen, dim=1)  # [B, T']
