@@ -16,8 +16,7 @@ def item(tiny_synth_corpus):
     from vividtalk.data import Clip, list_clips
 
     clip = Clip(list_clips(tiny_synth_corpus)[0])
-    frames, arrays = clip.frames(), clip.arrays()
-    return {**frame_fields("source", 0, frames, arrays), **frame_fields("driving", 0, frames, arrays)}
+    return {**frame_fields("source", clip, 0), **frame_fields("driving", clip, 0)}
 
 
 def _colours_at(image: torch.Tensor, points: torch.Tensor) -> torch.Tensor:

@@ -1,11 +1,15 @@
 """The clip format, manifests and the two DataModules, on tiny generated corpora."""
 
 import json
+import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+from vividtalk.audio import load_audio
 from torch.utils.data import DataLoader, DistributedSampler
 
 from vividtalk.data import (
@@ -17,11 +21,12 @@ from vividtalk.data import (
     list_clips,
     read_manifest,
     remove_incomplete,
+    split_clips,
     write_clip,
     write_features,
 )
 from vividtalk.data.stage1 import AudioMeshDataModule, AudioMeshWindows
-from vividtalk.data.stage2 import FramePairDataModule, FramePairs, shard_of
+from vividtalk.data.stage2 import FramePairDataModule, FramePairs
 
 K, L, V, S = 29, 80, 468, 64
 
@@ -63,11 +68,17 @@ def test_write_read_round_trip(tmp_path):
     assert clip.meta["format_version"] == CLIP_FORMAT_VERSION and clip.meta["size"] == S
     frames = clip.frames()
     assert frames.shape == (30, S, S, 3)
-    assert np.abs(frames[..., 0].astype(int) - data.frames[..., 0]).mean() < 3  # lossy video
+    assert np.abs(frames[..., 0].astype(int) - data.frames[..., 0]).mean() < 3  # lossy (JPEG)
+    np.testing.assert_array_equal(clip.frames([7, 2]), frames[[7, 2]])  # random access, any order
+    np.testing.assert_array_equal(clip.mask(5), data.arrays["masks"][5])  # masks lossless
     for name in ("beta", "pose", "masks", "identity", "vertices"):
         np.testing.assert_array_equal(clip.arrays()[name], data.arrays[name])
     audio = clip.audio()
-    assert audio.shape == (30 * 640,) and np.abs(audio - data.audio).max() < 1e-3
+    assert audio.shape == (30 * 640,) and np.abs(audio - data.audio).max() < 1e-4
+    np.testing.assert_array_equal(audio, load_audio(path / "audio.wav"))  # ffmpeg reads the same samples
+    np.testing.assert_array_equal(clip.audio(1000, 1500), audio[1000:1500])  # a range read alone
+    assert len(clip.audio(30 * 640 - 10, 30 * 640 + 99)) == 10  # shorter at the end
+    assert not clip.rows("vertices").flags.writeable  # memory-mapped, read-only
 
 
 def test_validation_names_the_problem(tmp_path):
@@ -88,7 +99,7 @@ def test_interrupted_write_never_reads_as_a_clip(tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise KeyboardInterrupt("killed while writing arrays")
 
-    monkeypatch.setattr(clip_module.np, "savez_compressed", crash)
+    monkeypatch.setattr(clip_module.np, "save", crash)
     with pytest.raises(KeyboardInterrupt):
         write_clip(tmp_path, "c0", fake_clip(t=10))
     assert list_clips(tmp_path) == [] and not (tmp_path / "c0").exists()
@@ -105,7 +116,8 @@ def test_other_format_versions_are_refused(tmp_path):
     (path / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(ClipError, match="format 99"):
         Clip(path)
-    assert list_clips(tmp_path) == []
+    with pytest.raises(ClipError, match="format 99 .* newer vividtalk"):
+        list_clips(tmp_path)
 
 
 def test_manifest_splits_never_share_an_identity(corpus):
@@ -159,9 +171,9 @@ def test_stage1_datamodule_and_ddp_shards(corpus):
 
 def test_stage2_pairs_come_from_one_clip(corpus):
     clips = list_clips(corpus)
-    ds = FramePairs(clips, pairs_per_clip=4, shuffle_buffer=8, rank=0, world=1)
-    items = list(ds)
-    assert len(items) == 4 * len(clips)
+    ds = FramePairs(clips, pairs_per_clip=4)
+    items = [ds[k] for k in range(len(ds))]
+    assert len(items) == 4 * len(clips) and [i["clip"] for i in items] == [k // 4 for k in range(len(ds))]
     for item in items:
         seed = int(Clip(clips[item["clip"]]).meta["source"][4:])
         # The green channel encodes the clip, red the frame: both frames are from the clip.
@@ -171,27 +183,42 @@ def test_stage2_pairs_come_from_one_clip(corpus):
             assert abs(img[0].mean().item() * 255 - 2 * item[index]) < 5
         assert item["source_vertices"].shape == (V, 3) and item["driving_mask"].dtype == torch.int64
         assert set(item["source_mask"].unique().tolist()) == {0, 1, 2}
+        clip = Clip(clips[item["clip"]])
+        np.testing.assert_array_equal(item["driving_vertices"].numpy(), clip.rows("vertices")[item["driving_index"]])
 
 
-def test_stage2_shards_and_workers(corpus):
-    clips = list_clips(corpus)
-    assert shard_of(8, 0, 2, 0, 1) == [0, 2, 4, 6] and shard_of(8, 1, 2, 1, 2) == [3, 7]
-    seen = []
-    for rank in (0, 1):
-        ds = FramePairs(clips, pairs_per_clip=2, rank=rank, world=2)
-        loader = DataLoader(ds, batch_size=None, num_workers=2)
-        seen.append({item["clip"] for item in loader})
-    assert not (seen[0] & seen[1]) and seen[0] | seen[1] == set(range(len(clips)))
+def draws(ds) -> list[tuple[int, int]]:
+    return [(ds[k]["source_index"], ds[k]["driving_index"]) for k in range(len(ds))]
 
 
-def test_stage2_passes_differ_and_are_reproducible(corpus):
-    clips = list_clips(corpus)
-    ds = FramePairs(clips, pairs_per_clip=3, rank=0, world=1)
+def test_stage2_training_pairs_differ_by_pass_and_are_reproducible(corpus):
+    ds = FramePairs(list_clips(corpus), pairs_per_clip=3)
     torch.manual_seed(0)
-    first, second = [(i["clip"], i["source_index"]) for i in ds], [(i["clip"], i["source_index"]) for i in ds]
+    first, second = draws(ds), draws(ds)
     torch.manual_seed(0)
-    again = [(i["clip"], i["source_index"]) for i in ds]
-    assert first == again and first != second
+    assert draws(ds) == first and first != second
+
+
+def test_stage2_fixed_pairs_do_not_follow_the_random_state(corpus):
+    """Validation pairs depend on (seed, item) alone: the same under any random state, in a
+    worker or not; another seed draws others."""
+    ds = FramePairs(list_clips(corpus), pairs_per_clip=3, seed=5, fixed_pairs=True)
+    torch.manual_seed(0)
+    first = draws(ds)
+    torch.manual_seed(1)
+    assert draws(ds) == first
+    in_workers = [(int(b["source_index"]), int(b["driving_index"]))
+                  for b in DataLoader(ds, batch_size=None, num_workers=2)]
+    assert in_workers == first
+    assert draws(FramePairs(list_clips(corpus), pairs_per_clip=3, seed=6, fixed_pairs=True)) != first
+
+
+def test_stage2_ranks_get_as_many_items_whatever_the_clips(corpus):
+    """Under DDP the distributed sampler gives each rank ceil(N / world) items: 3 clips of
+    different lengths over 2 ranks still make equal shards (one item repeated)."""
+    ds = FramePairs(list_clips(corpus)[:3], pairs_per_clip=3)
+    shards = [list(DistributedSampler(ds, num_replicas=2, rank=r, shuffle=True, seed=0)) for r in (0, 1)]
+    assert len(shards[0]) == len(shards[1]) == 5 and set(shards[0]) | set(shards[1]) == set(range(9))
 
 
 def test_stage2_datamodule(corpus):
@@ -204,54 +231,148 @@ def test_stage2_datamodule(corpus):
         write_clip(extra, f"x{i}", fake_clip(t=30, identity=f"x{i}", seed=10 + i, audio=False))
     build_manifest(extra, val_fraction=0.5, test_fraction=0.0, seed=0)
     dm = FramePairDataModule(corpus, extra_train=[str(extra)])
-    assert {p.name for p in dm.train_dataloader().dataset.clips} == {
-        p.name for p in FramePairDataModule(corpus).train_dataloader().dataset.clips} | {"x0", "x1"}
-    assert dm.val_dataloader().dataset.clips == FramePairDataModule(corpus).val_dataloader().dataset.clips
+    assert {c.clip_id for c in dm.train_dataloader().dataset.clips} == {
+        c.clip_id for c in FramePairDataModule(corpus).train_dataloader().dataset.clips} | {"x0", "x1"}
+    assert ([c.clip_id for c in dm.val_dataloader().dataset.clips]
+            == [c.clip_id for c in FramePairDataModule(corpus).val_dataloader().dataset.clips])
     shutil.rmtree(corpus / "c0")  # a manifest entry whose clip vanished fails clearly
     with pytest.raises(ClipError):
-        list(FramePairs([corpus / "c0"], rank=0, world=1))
+        FramePairs([corpus / "c0"])
 
 
-class RecordingModule(__import__("pytorch_lightning").LightningModule):
-    """Records which samples each DDP rank trains on (a stand-in for a real stage)."""
+DDP_RUN = Path(__file__).with_name("ddp_run.py")
 
-    def __init__(self, out_dir: str, key: str) -> None:
-        super().__init__()
-        self.layer = torch.nn.Linear(1, 1)
-        self.out_dir, self.key, self.seen = out_dir, key, []
 
-    def training_step(self, batch, batch_idx):
-        ids = batch["clip"] * 1000 + batch[self.key]
-        self.seen.extend(ids.tolist())
-        return self.layer(torch.ones(1, 1)).sum() * 0.0
+@pytest.fixture(scope="module")
+def uneven_corpus(tmp_path_factory):
+    """5 training clips and 3 validation clips of different lengths: neither divides by 2 ranks."""
+    root = tmp_path_factory.mktemp("uneven") / "corpus"
+    for i in range(8):
+        write_clip(root, f"u{i}", fake_clip(t=30 + 7 * i, identity=f"person{i}", seed=i))
+    manifest = build_manifest(root, val_fraction=3 / 8, test_fraction=0.0, seed=0)
+    assert [len(manifest["splits"][s]) for s in ("train", "val")] == [5, 3]
+    return root
 
-    def on_train_epoch_end(self) -> None:
-        path = f"{self.out_dir}/rank{self.global_rank}.json"
-        with open(path, "w") as f:
-            json.dump(self.seen, f)
 
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.0)
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_ranks(commands: list[list[str]], envs: list[dict], timeout: float) -> None:
+    """Start the processes together; fail (and kill them all) if any is not done in time."""
+    import os
+    import subprocess
+    import sys
+
+    procs = [subprocess.Popen([sys.executable, str(DDP_RUN), *c], env={**os.environ, **e}, start_new_session=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for c, e in zip(commands, envs)]
+    try:
+        for proc in procs:
+            out, _ = proc.communicate(timeout=timeout)
+            assert proc.returncode == 0, out[-3000:]
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"DDP run did not finish in {timeout} s (a rank waits in a collective)")
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, 9)
+
+
+def check_even_ranks(out: Path, stage: int, corpus: Path) -> list[dict]:
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world"] for r in ranks] == [2, 2]
+    for e in range(2):
+        assert ranks[0]["epochs"][e]["batches"] == ranks[1]["epochs"][e]["batches"] > 0  # even
+        assert ranks[0]["epochs"][e]["val"] == ranks[1]["epochs"][e]["val"]  # synced
+    seen = {tuple(s) for r in ranks for s in r["epochs"][0]["samples"]}
+    if stage == 1:  # the training windows, less at most a partial batch a rank (drop_last)
+        ds = AudioMeshWindows(split_clips(corpus, "train"), window=20, stride=10)
+        assert seen <= set(ds.index) and len(set(ds.index) - seen) <= 2 * (3 - 1)
+    else:  # pairs from every training clip; fresh pairs in the next epoch
+        assert {s[0] for s in seen} == set(range(5))
+        again = {tuple(s) for r in ranks for s in r["epochs"][1]["samples"]}
+        assert again != seen
+    # The model is fixed (lr 0): validation must not move between epochs.
+    assert ranks[0]["epochs"][0]["val"] == ranks[0]["epochs"][1]["val"]
+    return ranks
 
 
 @pytest.mark.parametrize("stage", [1, 2])
-def test_ddp_ranks_see_their_own_shards(corpus, tmp_path, stage):
-    """A real two-process DDP run (gloo on CPU): each rank trains on different samples."""
-    import pytorch_lightning as pl
+def test_ddp_with_uneven_clips_finishes_with_even_ranks(uneven_corpus, tmp_path, stage):
+    """Two-process DDP (gloo, Lightning's ddp strategy, a real program) over 5 clips of
+    different lengths: every rank runs the same number of batches (else DDP hangs in the
+    gradient all-reduce), together they cover the split, and validation of a fixed model gives
+    the same value every epoch."""
+    run_ranks([["--stage", str(stage), "--corpus", str(uneven_corpus), "--out", str(tmp_path), "--workers", "1"]],
+              [{"MASTER_PORT": str(free_port())}], timeout=240)
+    check_even_ranks(tmp_path, stage, uneven_corpus)
 
-    if stage == 1:
-        dm, key = AudioMeshDataModule(corpus, window=20, stride=10, batch_size=2), "start"
-    else:
-        dm, key = FramePairDataModule(corpus, pairs_per_clip=2, batch_size=2), "source_index"
-    model = RecordingModule(str(tmp_path), key)
-    trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=1,
-                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False)
-    trainer.fit(model, datamodule=dm)
-    seen = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert seen[0] and seen[1]
-    if stage == 1:
-        assert not set(seen[0]) & set(seen[1])  # the distributed sampler's disjoint shards
-    else:
-        clips = [{s // 1000 for s in rank} for rank in seen]
-        assert not clips[0] & clips[1]  # each rank decodes its own clips
+
+def test_two_nodes_of_one_process_each(uneven_corpus, tmp_path):
+    """The multi-node recipe (``--trainer.num_nodes 2``): two processes started by hand as nodes
+    0 and 1 of one device each, meeting over loopback through Lightning's environment variables."""
+    port = str(free_port())
+    command = ["--stage", "2", "--corpus", str(uneven_corpus), "--out", str(tmp_path), "--devices", "1",
+               "--num-nodes", "2"]
+    run_ranks([command, command], [{"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "NODE_RANK": str(n)}
+                                   for n in (0, 1)], timeout=240)
+    check_even_ranks(tmp_path, 2, uneven_corpus)
+
+
+def write_format1_clip(root: Path, clip_id: str, data: ClipData) -> Path:
+    """A clip as format 1 wrote it: H.264 frames.mp4 and one compressed arrays.npz."""
+    from vividtalk.data import write_video
+    from vividtalk.data.clip import _write_wav
+
+    path = root / clip_id
+    path.mkdir(parents=True)
+    write_video(path / "frames.mp4", data.frames, fps=25, preset="veryfast")
+    np.savez_compressed(path / "arrays.npz", **data.arrays)
+    _write_wav(path / "audio.wav", data.audio)
+    meta = {**data.meta, "format_version": 1, "clip_id": clip_id, "num_frames": len(data.frames), "fps": 25,
+            "size": data.frames.shape[1], "has_audio": True}
+    (path / "meta.json").write_text(json.dumps(meta))
+    return path
+
+
+def test_migration_rewrites_format1_clips_in_place(tmp_path, monkeypatch):
+    from vividtalk.data import read_frames
+    from vividtalk.data.clip import migrate_corpus
+
+    root = tmp_path / "old"
+    for i in range(3):
+        write_format1_clip(root, f"c{i}", fake_clip(t=20 + i, identity=f"p{i}", seed=i))
+    np.save(root / "c0" / "features-toy.npy", np.ones((20, 4), np.float32))
+    old_frames, old_audio = read_frames(root / "c1" / "frames.mp4"), load_audio(root / "c1" / "audio.wav")
+    with pytest.raises(ClipError, match="format 1 .*vividtalk-prep migrate"):
+        list_clips(root)
+    with pytest.raises(ClipError, match="migrate"):
+        Clip(root / "c1")
+    # A crash between moving the old clip aside and moving the new one in loses nothing.
+    real_rename, calls = os.rename, []
+
+    def crash_second_rename(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed mid-swap")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", crash_second_rename)
+    with pytest.raises(KeyboardInterrupt):
+        migrate_corpus(root, progress=False)
+    monkeypatch.setattr(os, "rename", real_rename)
+    assert not (root / "c0").exists() and list(root.glob(".old-c0-*"))
+    assert migrate_corpus(root, progress=False) == {"migrated": 3, "current": 0}  # c0 put back, then migrated
+    assert [p.name for p in list_clips(root)] == ["c0", "c1", "c2"] and not list(root.glob(".*"))
+    clip, data = Clip(root / "c1"), fake_clip(t=21, identity="p1", seed=1)
+    for name in ("beta", "vertices", "masks", "identity"):
+        np.testing.assert_array_equal(clip.arrays()[name], data.arrays[name])
+    np.testing.assert_array_equal(clip.audio(), old_audio)  # the samples unchanged
+    assert np.abs(clip.frames().astype(int) - old_frames).mean() < 1.0  # the decoded video, as JPEG
+    np.testing.assert_array_equal(Clip(root / "c0").features("toy"), np.ones((20, 4)))  # cache kept
+    assert migrate_corpus(root, progress=False) == {"migrated": 0, "current": 3}  # resumable, idempotent

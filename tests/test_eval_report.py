@@ -15,7 +15,7 @@ def clip_files(tiny_synth_corpus, tmp_path_factory):
     import cv2
     from scipy.io import wavfile
 
-    from vividtalk.data import Clip, list_clips
+    from vividtalk.data import Clip, list_clips, write_video
 
     clip = Clip(sorted(list_clips(tiny_synth_corpus))[0])
     out = tmp_path_factory.mktemp("eval")
@@ -23,8 +23,10 @@ def clip_files(tiny_synth_corpus, tmp_path_factory):
     delayed = out / "delayed.wav"
     wavfile.write(delayed, 16000, np.concatenate([np.zeros(8 * 640, np.float32), wav]))
     image = out / "source.png"
-    cv2.imwrite(str(image), cv2.cvtColor(clip.frames()[0], cv2.COLOR_RGB2BGR))
-    return clip.path / "frames.mp4", clip.path / "audio.wav", delayed, image
+    frames = clip.frames()
+    cv2.imwrite(str(image), cv2.cvtColor(frames[0], cv2.COLOR_RGB2BGR))
+    write_video(out / "clip.mp4", frames, fps=25)  # the clip's frames as a video file (no audio)
+    return out / "clip.mp4", clip.path / "audio.wav", delayed, image
 
 
 def test_a_synchronised_clip_against_itself(clip_files):

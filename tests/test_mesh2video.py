@@ -48,11 +48,10 @@ def full_pair_batch(tiny_synth_corpus):
     from vividtalk.data.stage2 import frame_fields
 
     clip = Clip(list_clips(tiny_synth_corpus)[0])
-    frames, arrays = clip.frames(), clip.arrays()
-    jaw = arrays["beta"][:, 0]
+    jaw = clip.rows("beta")[:, 0]
     s, d = int(np.argmin(jaw)), int(np.argmax(jaw))
-    items = [{**frame_fields("source", s, frames, arrays), **frame_fields("driving", d, frames, arrays)},
-             {**frame_fields("source", d, frames, arrays), **frame_fields("driving", s, frames, arrays)}]
+    items = [{**frame_fields("source", clip, s), **frame_fields("driving", clip, d)},
+             {**frame_fields("source", clip, d), **frame_fields("driving", clip, s)}]
     return {k: torch.stack([it[k] for it in items]) for k in items[0]}
 
 

@@ -3,10 +3,16 @@
 A clip is a directory::
 
     <clip_id>/
-        frames.mp4    cropped RGB frames, 256 x 256 (any square size), 25 fps, H.264
-        audio.wav     16 kHz mono PCM (absent when the source had no audio)
-        arrays.npz    per-frame arrays, see CLIP_ARRAYS
+        frames.pack   the frame store: every frame's RGB crop, 256 x 256 (any square size), as
+                      JPEG and its mask labels as PNG, indexed (``frame_store``): a frame is
+                      read alone, without decoding the clip
+        audio.wav     16 kHz mono PCM (absent when the source had no audio); read by sample range
+        arrays/       one uncompressed ``.npy`` per CLIP_ARRAYS entry (the masks live in the
+                      frame store), memory-mapped: a frame's row is read alone
         meta.json     provenance; written last; ``format_version`` = CLIP_FORMAT_VERSION
+
+Format 1 (``frames.mp4`` + ``arrays.npz``) had to decode a whole clip to use two frames of it;
+``vividtalk-prep migrate CORPUS`` (:func:`migrate_clip`) rewrites such clips in place.
 
 Writes are atomic: everything goes to a hidden temporary directory that is renamed into
 place only when complete, so a crash never leaves a directory that reads as a clip. A corpus
@@ -15,11 +21,13 @@ is a directory of clips plus ``manifest.json`` with train/val/test splits by ide
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
 import uuid
 import wave
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,9 +36,11 @@ import numpy as np
 from ..audio import load_audio
 from ..audio.align import FPS, SAMPLE_RATE
 from ..face.segmentation import BACKGROUND, FACE, HAIR_TORSO  # noqa: F401  (the labels of ``masks`` [T, H, W] uint8)
-from .video import read_frames, write_video
+from .frame_store import FrameStore, write_frame_store
+from .video import read_frames
 
-CLIP_FORMAT_VERSION = 1
+CLIP_FORMAT_VERSION = 2
+MIGRATE_HINT = "rewrite it with `vividtalk-prep migrate CORPUS`"
 
 # name -> (shape with T/V/K/L/N symbols, dtype, description)
 CLIP_ARRAYS = {
@@ -42,6 +52,7 @@ CLIP_ARRAYS = {
     "lip_landmarks": ("T,N,2", "float32", "2-D lip contour points in crop pixels"),
     "masks": ("T,H,W", "uint8", "0 background, 1 hair/torso, 2 face"),
 }
+STORED_IN_FRAMES = ("masks",)  # kept in the frame store beside the images, not in arrays/
 
 
 class ClipError(ValueError):
@@ -93,39 +104,55 @@ def write_clip(root: str | os.PathLike, clip_id: str, data: ClipData) -> Path:
     Returns the clip directory.
     """
     validate(data)
-    root = Path(root)
+    with _replacing(Path(root), clip_id) as tmp:
+        _write_files(tmp, clip_id, data)
+    return Path(root) / clip_id
+
+
+@contextmanager
+def _replacing(root: Path, clip_id: str):
+    """A temporary directory that replaces ``root/clip_id`` when the block ends without error.
+    The old clip is renamed aside before the new one moves in, so a crash leaves one of the
+    two complete (a hidden ``.old-*`` directory at worst), never neither."""
     root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".tmp-{clip_id}-{uuid.uuid4().hex[:8]}"
+    tag = uuid.uuid4().hex[:8]
+    tmp, final, old = root / f".tmp-{clip_id}-{tag}", root / clip_id, root / f".old-{clip_id}-{tag}"
     tmp.mkdir()
     try:
-        # veryfast: half the encoding time of the default for a few % more bytes at CRF 18.
-        write_video(tmp / "frames.mp4", data.frames, fps=FPS, preset="veryfast")
-        if data.audio is not None:
-            _write_wav(tmp / "audio.wav", data.audio)
-        arrays = {k: np.asarray(data.arrays[k], dtype=CLIP_ARRAYS[k][1]) for k in CLIP_ARRAYS}
-        np.savez_compressed(tmp / "arrays.npz", **arrays)
-        meta = {
-            **data.meta,
-            "format_version": CLIP_FORMAT_VERSION,
-            "clip_id": clip_id,
-            "num_frames": int(len(data.frames)),
-            "fps": FPS,
-            "size": int(data.frames.shape[1]),
-            "has_audio": data.audio is not None,
-        }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=_json_default))
-        final = root / clip_id
+        yield tmp
         if final.exists():
-            shutil.rmtree(final)
+            os.rename(final, old)
         os.rename(tmp, final)
-        return final
+        shutil.rmtree(old, ignore_errors=True)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
 
 
+def _write_files(directory: Path, clip_id: str, data: ClipData) -> None:
+    write_frame_store(directory / "frames.pack", data.frames, np.asarray(data.arrays["masks"], np.uint8))
+    if data.audio is not None:
+        _write_wav(directory / "audio.wav", data.audio)
+    (directory / "arrays").mkdir()
+    for name, (_, dtype, _) in CLIP_ARRAYS.items():
+        if name not in STORED_IN_FRAMES:
+            np.save(directory / "arrays" / f"{name}.npy", np.asarray(data.arrays[name], dtype=dtype))
+    meta = {
+        **data.meta,
+        "format_version": CLIP_FORMAT_VERSION,
+        "clip_id": clip_id,
+        "num_frames": int(len(data.frames)),
+        "fps": FPS,
+        "size": int(data.frames.shape[1]),
+        "has_audio": data.audio is not None,
+    }
+    (directory / "meta.json").write_text(json.dumps(meta, indent=1, default=_json_default))
+
+
 def _write_wav(path: Path, audio: np.ndarray) -> None:
-    pcm = (np.clip(np.asarray(audio, np.float32), -1.0, 1.0) * 32767.0).round().astype("<i2")
+    # The s16 scale of ffmpeg (and Clip.audio): float = pcm / 32768, so reading and writing
+    # again is lossless (a migrated clip keeps its samples).
+    pcm = np.clip(np.round(np.asarray(audio, np.float64) * 32768.0), -32768, 32767).astype("<i2")
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
@@ -161,10 +188,10 @@ def read_meta(path: str | os.PathLike) -> dict:
 
 
 class Clip:
-    """Read access to one clip directory (lazy: nothing is decoded until asked).
+    """Read access to one clip directory (lazy: each read touches only what it returns).
 
     Args:
-        path: the clip directory.
+        path: the clip directory (raises ClipError when incomplete or of another format).
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -172,8 +199,9 @@ class Clip:
         self.meta = read_meta(self.path)
         version = self.meta.get("format_version")
         if version != CLIP_FORMAT_VERSION:
-            raise ClipError(f"{self.path} has clip format {version}; this vividtalk reads {CLIP_FORMAT_VERSION}")
-        self._arrays = None
+            raise ClipError(f"{self.path} has clip format {version}; this vividtalk reads {CLIP_FORMAT_VERSION}: "
+                            + MIGRATE_HINT)
+        self._store = None
 
     def __len__(self) -> int:
         return int(self.meta["num_frames"])
@@ -190,43 +218,70 @@ class Clip:
     def has_audio(self) -> bool:
         return bool(self.meta["has_audio"])
 
+    @property
+    def store(self) -> FrameStore:
+        """The frame store (images and masks, random access)."""
+        if self._store is None:
+            self._store = FrameStore(self.path / "frames.pack")
+        return self._store
+
+    def rows(self, name: str) -> np.ndarray:
+        """One per-frame array (a CLIP_ARRAYS name but ``masks``), memory-mapped read-only:
+        indexing a frame reads that frame's bytes only. Copy what you keep or modify."""
+        if name in STORED_IN_FRAMES or name not in CLIP_ARRAYS:
+            raise ClipError(f"clip arrays are {sorted(set(CLIP_ARRAYS) - set(STORED_IN_FRAMES))}, not {name!r}"
+                            + (" (masks: Clip.mask / Clip.masks)" if name == "masks" else ""))
+        path = self.path / "arrays" / f"{name}.npy"
+        if not path.is_file():
+            raise ClipError(f"clip {self.clip_id} has no array {name!r} ({path} missing)")
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+
     def arrays(self, keys: tuple[str, ...] | None = None) -> dict:
-        """All per-frame arrays (see CLIP_ARRAYS), loaded once and cached; with ``keys``, only
-        those arrays, read without filling the cache (the masks are most of a clip's bytes)."""
-        if keys is not None and self._arrays is None:
-            with np.load(self.path / "arrays.npz", allow_pickle=False) as z:
-                missing = set(keys) - set(z.files)
-                if missing:
-                    raise ClipError(f"clip {self.clip_id} has no arrays {sorted(missing)}")
-                return {k: z[k] for k in keys}
-        if self._arrays is None:
-            with np.load(self.path / "arrays.npz", allow_pickle=False) as z:
-                self._arrays = {k: z[k] for k in z.files}
-        return self._arrays if keys is None else {k: self._arrays[k] for k in keys}
+        """Per-frame arrays in memory (see CLIP_ARRAYS): all of them, or only ``keys`` (the
+        masks, decoded from the frame store, are most of the bytes: leave them out when unused)."""
+        keys = tuple(CLIP_ARRAYS) if keys is None else keys
+        return {k: self.masks() if k == "masks" else np.array(self.rows(k)) for k in keys}
 
-    def frames(self) -> np.ndarray:
-        """uint8 [T, S, S, 3] RGB frames."""
-        return read_frames(self.path / "frames.mp4")
+    def frame(self, t: int) -> np.ndarray:
+        """Frame ``t``: uint8 [S, S, 3] RGB (read alone)."""
+        return self.store.frame(t)
 
-    def audio(self) -> np.ndarray:
-        """float32 [N] 16 kHz mono; raises ClipError when the clip has no audio."""
+    def mask(self, t: int) -> np.ndarray:
+        """The mask labels of frame ``t``: uint8 [S, S]."""
+        return self.store.mask(t)
+
+    def frames(self, indices=None) -> np.ndarray:
+        """uint8 [T, S, S, 3] RGB frames (only ``indices`` when given)."""
+        return self.store.frames(indices)
+
+    def masks(self, indices=None) -> np.ndarray:
+        """uint8 [T, S, S] mask labels (only ``indices`` when given)."""
+        return self.store.masks(indices)
+
+    def audio(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """float32 [N] 16 kHz mono, samples ``start:stop`` (read alone; shorter at the end of the
+        file). Raises ClipError when the clip has no audio."""
         if not self.has_audio:
             raise ClipError(f"clip {self.clip_id} has no audio (its source video had none)")
-        return load_audio(self.path / "audio.wav")
+        with wave.open(str(self.path / "audio.wav"), "rb") as w:
+            stop = w.getnframes() if stop is None else min(stop, w.getnframes())
+            w.setpos(min(start, stop))
+            pcm = np.frombuffer(w.readframes(max(0, stop - start)), "<i2")
+        return pcm.astype(np.float32) / 32768.0  # ffmpeg's s16 -> float scale (load_audio agrees)
 
     def features(self, name: str) -> np.ndarray:
-        """Cached per-frame audio features [T, D] written by :func:`write_features`."""
+        """Cached per-frame audio features [T, D] written by :func:`write_features` (memory-mapped)."""
         path = self.path / f"features-{name}.npy"
         if not path.is_file():
             raise ClipError(
                 f"clip {self.clip_id} has no cached features {name!r}; write them with "
                 "vividtalk.data.write_features (one vector per frame)"
             )
-        return np.load(path, allow_pickle=False)
+        return np.load(path, mmap_mode="r", allow_pickle=False)
 
     def load(self) -> ClipData:
         """Everything in memory."""
-        return ClipData(self.frames(), self.audio() if self.has_audio else None, dict(self.arrays()), self.meta)
+        return ClipData(self.frames(), self.audio() if self.has_audio else None, self.arrays(), self.meta)
 
 
 def write_features(clip_path: str | os.PathLike, name: str, features: np.ndarray) -> Path:
@@ -244,16 +299,86 @@ def write_features(clip_path: str | os.PathLike, name: str, features: np.ndarray
 
 def list_clips(root: str | os.PathLike) -> list[Path]:
     """Complete clip directories under a corpus root, sorted by name (temporary and
-    incomplete directories are skipped)."""
+    incomplete directories are skipped). Raises ClipError when some clips are of an older
+    format, naming the migration."""
     root = Path(root)
     if not root.is_dir():
         raise ClipError(f"corpus directory not found: {root}")
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and is_clip(p))
+    versions = {p: _version(p) for p in _clip_dirs(root)}
+    other = sorted((v, p.name) for p, v in versions.items() if v not in (None, CLIP_FORMAT_VERSION))
+    if other:
+        version, name = other[0]
+        fix = MIGRATE_HINT if version < CLIP_FORMAT_VERSION else "it was written by a newer vividtalk: upgrade"
+        raise ClipError(f"{root} holds {len(other)} clips of format {version} (e.g. {name}), this vividtalk "
+                        f"reads {CLIP_FORMAT_VERSION}; {fix}")
+    return [p for p, v in versions.items() if v == CLIP_FORMAT_VERSION]
+
+
+def _clip_dirs(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _version(path: Path) -> int | None:
+    try:
+        return int(read_meta(path).get("format_version", 0))
+    except ClipError:  # incomplete
+        return None
+
+
+def migrate_clip(path: str | os.PathLike) -> bool:
+    """Rewrite a format-1 clip (frames.mp4 + arrays.npz) in the current format, in place and
+    atomically, keeping its cached features. Returns False when it already is current."""
+    path = Path(path)
+    version = read_meta(path).get("format_version")
+    if version == CLIP_FORMAT_VERSION:
+        return False
+    if version != 1:
+        raise ClipError(f"{path} has clip format {version}; migration reads format 1")
+    meta = read_meta(path)
+    with np.load(path / "arrays.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    audio = load_audio(path / "audio.wav") if meta.get("has_audio") else None
+    data = ClipData(read_frames(path / "frames.mp4"), audio, arrays, meta)
+    validate(data)
+    with _replacing(path.parent, path.name) as tmp:
+        _write_files(tmp, path.name, data)
+        for cached in glob.glob(str(path / "features-*.npy")):
+            shutil.copy2(cached, tmp)
+    return True
+
+
+def migrate_corpus(root: str | os.PathLike, progress: bool = True) -> dict[str, int]:
+    """Rewrite every format-1 clip under ``root`` in the current format (:func:`migrate_clip`).
+    Resumable: clips already current are skipped, each clip is replaced atomically, and an
+    interrupted run's leftovers are cleaned first. The manifest stays valid (same clip ids).
+
+    Returns: counts ``migrated`` and ``current``.
+    """
+    from tqdm import tqdm
+
+    root = Path(root)
+    if not root.is_dir():
+        raise ClipError(f"corpus directory not found: {root}")
+    remove_incomplete(root)
+    counts = {"migrated": 0, "current": 0}
+    clips = [p for p in _clip_dirs(root) if _version(p) is not None]
+    for path in tqdm(clips, desc="migrating clips", unit="clip", disable=not progress):
+        counts["migrated" if migrate_clip(path) else "current"] += 1
+    return counts
 
 
 def remove_incomplete(root: str | os.PathLike) -> list[Path]:
-    """Delete leftovers of interrupted writes (hidden ``.tmp-*`` directories); returns them."""
-    leftovers = [p for p in Path(root).glob(".tmp-*") if p.is_dir()]
+    """Clean up after interrupted writes: delete hidden ``.tmp-*`` directories, and put back an
+    old clip that was renamed aside (``.old-*``) when its replacement never moved in.
+    Returns the directories deleted."""
+    root = Path(root)
+    for old in root.glob(".old-*"):
+        clip_id = old.name[len(".old-"):].rsplit("-", 1)[0]
+        if (root / clip_id).exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(old, root / clip_id)
+    leftovers = [p for p in root.glob(".tmp-*") if p.is_dir()]
     for p in leftovers:
         shutil.rmtree(p, ignore_errors=True)
     return leftovers

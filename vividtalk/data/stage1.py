@@ -3,8 +3,9 @@
 Each item is ``window`` consecutive frames of one clip: the waveform of exactly those frames
 (640 samples a frame at 16 kHz / 25 fps) or cached audio features, and the targets: beta,
 lip offsets, pose, and the clip's identity shape. A map-style dataset, so Lightning's
-distributed sampler gives every DDP rank its own shard; the audio of each clip is read once
-per worker process.
+distributed sampler gives every DDP rank its own shard of the same size (padded by repeating
+windows). An item reads only its window (a sample range of the wav, rows of memory-mapped
+arrays): nothing is cached, so a worker's memory does not grow with the corpus.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ from torch.utils.data import DataLoader, Dataset
 from ..audio.align import SAMPLES_PER_FRAME
 from .clip import Clip
 from .manifest import split_clips
-
-TARGET_KEYS = ("beta", "lip_offsets", "pose", "identity")
 
 
 class AudioMeshWindows(Dataset):
@@ -45,41 +44,25 @@ class AudioMeshWindows(Dataset):
         self.index = [
             (i, s) for i, c in enumerate(self.clips) for s in range(0, len(c) - window + 1, stride)
         ]
-        self._audio: dict[int, np.ndarray] = {}
-        self._targets: dict[int, dict[str, np.ndarray]] = {}
 
     def __len__(self) -> int:
         return len(self.index)
 
-    def _signal(self, i: int) -> np.ndarray:
-        if i not in self._audio:
-            clip = self.clips[i]
-            signal = clip.features(self.features) if self.features else clip.audio()
-            if not self.features:  # pad so every frame has its 640 samples
-                signal = np.pad(signal, (0, max(0, len(clip) * SAMPLES_PER_FRAME - len(signal))))
-            self._audio[i] = signal
-        return self._audio[i]
-
-    def _arrays(self, i: int) -> dict[str, np.ndarray]:
-        if i not in self._targets:  # only what stage 1 needs, cached per worker
-            self._targets[i] = self.clips[i].arrays(TARGET_KEYS)
-        return self._targets[i]
+    def _signal(self, clip: Clip, start: int, end: int) -> np.ndarray:
+        """Features [end - start, D], or the waveform of frames start:end, zero-padded where
+        the audio ends before the last frame does."""
+        if self.features:
+            return clip.features(self.features)[start:end]
+        wav = clip.audio(start * SAMPLES_PER_FRAME, end * SAMPLES_PER_FRAME)
+        return np.pad(wav, (0, (end - start) * SAMPLES_PER_FRAME - len(wav)))
 
     def __getitem__(self, k: int) -> dict:
         i, start = self.index[k]
-        arrays, end = self._arrays(i), start + self.window
-        signal = self._signal(i)
-        item = {
-            "beta": arrays["beta"][start:end],
-            "lip_offsets": arrays["lip_offsets"][start:end],
-            "pose": arrays["pose"][start:end],
-            "identity": arrays["identity"],
-        }
-        if self.features:
-            item["features"] = signal[start:end]
-        else:
-            item["audio"] = signal[start * SAMPLES_PER_FRAME : end * SAMPLES_PER_FRAME]
-        item = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in item.items()}
+        clip, end = self.clips[i], start + self.window
+        item = {key: clip.rows(key)[start:end] for key in ("beta", "lip_offsets", "pose")}
+        item["identity"] = clip.rows("identity")
+        item["features" if self.features else "audio"] = self._signal(clip, start, end)
+        item = {k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in item.items()}
         return {**item, "clip": i, "start": start}
 
 

@@ -1,9 +1,12 @@
 """Stage-2 data (mesh -> video): (source frame, driving frame) pairs from the same clip,
 with what the renderer needs (meshes, lip landmarks, masks).
 
-Decoding a clip's video is the expensive step, so the dataset is iterable: each DDP rank
-and each DataLoader worker takes its own shard of the clips, decodes one clip at a time and
-yields ``pairs_per_clip`` random pairs from it, mixed through a small shuffle buffer.
+A map-style dataset: item ``k`` is pair ``k % pairs_per_clip`` of clip ``k // pairs_per_clip``,
+and reading it touches only its two frames (the clip's frame store and memory-mapped arrays),
+so nothing is cached and any item can go to any worker. Under DDP, Lightning's
+``DistributedSampler`` shards the items: every rank gets ``ceil(len / world)`` of them, the
+last ones padded by repeating items from the start of the (shuffled) order, so every rank runs
+the same number of batches whatever the number or the lengths of the clips.
 """
 
 from __future__ import annotations
@@ -14,36 +17,25 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
-import torch.distributed as dist
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset
 
 from .augment import PairAugment
 from .clip import Clip
 from .manifest import SPLITS, split_clips
 
 
-def shard_of(num_items: int, rank: int, world: int, worker: int, workers: int) -> list[int]:
-    """Item indices of one (rank, worker): round-robin over ranks, then over workers."""
-    return list(range(num_items))[rank::world][worker::workers]
-
-
-def _rank_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-class FramePairs(IterableDataset):
-    """Random (source, driving) frame pairs from each clip.
+class FramePairs(Dataset):
+    """``pairs_per_clip`` random (source, driving) frame pairs from each clip.
 
     Args:
         clips: clip directories.
         pairs_per_clip: pairs drawn from a clip each epoch.
-        seed: base seed. Each pass draws fresh pairs from torch's random state (the
-            DataLoader worker seed, or the global generator without workers), so passes
-            differ from epoch to epoch and are reproducible under ``seed_everything``.
-        shuffle_buffer: pairs held back and released in random order (mixes clips).
-        rank, world: DDP shard (default: from torch.distributed, else 0 of 1).
+        seed: base seed of the draws.
+        fixed_pairs: True (validation and test): pair ``k`` is drawn from ``(seed, k)`` alone,
+            the same in every epoch, process and worker, so metrics follow the model, not the
+            draw. False (training): drawn from torch's random state (the DataLoader worker's
+            seed, or the global generator without workers), so epochs see fresh pairs,
+            reproducibly under ``seed_everything``.
         augment: a :class:`~vividtalk.data.augment.PairAugment` applied to every pair (None: none).
         identity_pairs: share of pairs whose driving frame is the source frame itself: they
             teach the renderer that a driving mesh equal to the source's changes nothing.
@@ -59,69 +51,46 @@ class FramePairs(IterableDataset):
         clips: list[Path],
         pairs_per_clip: int = 8,
         seed: int = 0,
-        shuffle_buffer: int = 32,
-        rank: int | None = None,
-        world: int | None = None,
+        fixed_pairs: bool = False,
         augment: PairAugment | None = None,
         identity_pairs: float = 0.0,
     ) -> None:
-        self.clips = [Path(p) for p in clips]
+        self.clips = [Clip(p) for p in clips]
+        self.lengths = [len(c) for c in self.clips]
+        self.pairs_per_clip, self.seed, self.fixed_pairs = pairs_per_clip, seed, fixed_pairs
         self.augment, self.identity_pairs = augment, identity_pairs
-        self.pairs_per_clip, self.seed, self.shuffle_buffer = pairs_per_clip, seed, shuffle_buffer
-        self.rank, self.world = rank, world
-
-    def my_clips(self) -> list[int]:
-        """Indices of the clips this rank and worker read."""
-        rank, world = (self.rank, self.world) if self.rank is not None else _rank_world()
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        return shard_of(len(self.clips), rank, world, worker, workers)
 
     def __len__(self) -> int:
-        """Pairs per rank (an estimate when clips do not divide evenly)."""
-        _, world = (self.rank, self.world) if self.rank is not None else _rank_world()
-        return -(-len(self.clips) // world) * self.pairs_per_clip
+        return len(self.clips) * self.pairs_per_clip
 
-    def __iter__(self):
-        mine = self.my_clips()
-        info = get_worker_info()
-        draw = info.seed if info else int(torch.randint(2**62, ()).item())
-        rng = np.random.default_rng([self.seed, draw % 2**63, *mine[:1]])
-        rng.shuffle(mine)
-        buffer = []
-        for i in mine:
-            for item in self._pairs(i, rng):
-                buffer.append(item)
-                if len(buffer) >= self.shuffle_buffer:
-                    yield buffer.pop(int(rng.integers(len(buffer))))
-        rng.shuffle(buffer)
-        yield from buffer
+    def rng(self, k: int) -> np.random.Generator:
+        """The random source of item ``k`` (see ``fixed_pairs``)."""
+        if self.fixed_pairs:
+            return np.random.default_rng([self.seed, k])
+        return np.random.default_rng([self.seed, k, int(torch.randint(2**62, ()).item())])
 
-    def _pairs(self, i: int, rng: np.random.Generator):
-        clip = Clip(self.clips[i])
-        frames, arrays = clip.frames(), clip.arrays()
-        for _ in range(self.pairs_per_clip):
-            s, d = (int(k) for k in rng.integers(len(frames), size=2))
-            if rng.random() < self.identity_pairs:
-                d = s
-            item = {
-                **frame_fields("source", s, frames, arrays),
-                **frame_fields("driving", d, frames, arrays),
-                "clip": i,
-                "source_index": s,
-                "driving_index": d,
-            }
-            yield self.augment(item, rng) if self.augment is not None else item
+    def __getitem__(self, k: int) -> dict:
+        if not 0 <= k < len(self):
+            raise IndexError(f"item {k} of {len(self)}")
+        i, rng = k // self.pairs_per_clip, self.rng(k)
+        s, d = (int(f) for f in rng.integers(self.lengths[i], size=2))
+        if rng.random() < self.identity_pairs:
+            d = s
+        clip = self.clips[i]
+        item = {**frame_fields("source", clip, s), **frame_fields("driving", clip, d),
+                "clip": i, "source_index": s, "driving_index": d}
+        return self.augment(item, rng) if self.augment is not None else item
 
 
-def frame_fields(prefix: str, f: int, frames: np.ndarray, arrays: dict) -> dict:
-    """The item fields of frame ``f`` under ``prefix`` (``source`` / ``driving``, see FramePairs)."""
-    image = torch.from_numpy(np.ascontiguousarray(frames[f])).permute(2, 0, 1).float() / 255.0
+def frame_fields(prefix: str, clip: Clip, f: int) -> dict:
+    """The item fields of frame ``f`` of ``clip`` under ``prefix`` (``source`` / ``driving``,
+    see FramePairs); reads that frame only."""
+    image = torch.from_numpy(clip.frame(f)).permute(2, 0, 1).float() / 255.0
     return {
         prefix: image,
-        f"{prefix}_vertices": torch.from_numpy(arrays["vertices"][f].astype(np.float32)),
-        f"{prefix}_lips": torch.from_numpy(arrays["lip_landmarks"][f].astype(np.float32)),
-        f"{prefix}_mask": torch.from_numpy(arrays["masks"][f].astype(np.int64)),
+        f"{prefix}_vertices": torch.from_numpy(np.array(clip.rows("vertices")[f], np.float32)),
+        f"{prefix}_lips": torch.from_numpy(np.array(clip.rows("lip_landmarks")[f], np.float32)),
+        f"{prefix}_mask": torch.from_numpy(clip.mask(f).astype(np.int64)),
     }
 
 
@@ -153,21 +122,22 @@ class FramePairDataModule(pl.LightningDataModule):
         self.batch_size, self.num_workers = batch_size, num_workers
         self.extra_train = [Path(p) for p in extra_train or []]
 
-    def _loader(self, split: str, shuffle_buffer: int) -> DataLoader:
+    def _loader(self, split: str) -> DataLoader:
         clips = split_clips(self.root, split)
-        if split == "train":
-            clips += [c for extra in self.extra_train for s in SPLITS for c in split_clips(extra, s)]
         train = split == "train"
-        dataset = FramePairs(clips, self.pairs_per_clip, self.seed, shuffle_buffer,
+        if train:
+            clips += [c for extra in self.extra_train for s in SPLITS for c in split_clips(extra, s)]
+        dataset = FramePairs(clips, self.pairs_per_clip, self.seed, fixed_pairs=not train,
                              augment=self.augment if train else None,
                              identity_pairs=self.identity_pairs if train else 0.0)
-        return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers)
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=train, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle_buffer=32)
+        return self._loader("train")
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle_buffer=1)
+        return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle_buffer=1)
+        return self._loader("test")

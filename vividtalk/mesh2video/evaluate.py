@@ -21,13 +21,11 @@ from .module import Mesh2VideoModule
 from .visualize import frames_uint8
 
 
-def clip_pairs(clip: Clip, frames: list[int], source: int = 0, decoded: tuple | None = None
-               ) -> dict[str, torch.Tensor]:
+def clip_pairs(clip: Clip, frames: list[int], source: int = 0) -> dict[str, torch.Tensor]:
     """A batch pairing frame ``source`` of a clip with each of ``frames`` (the stage-2 item
-    layout); ``decoded``: the clip's (frames, arrays) when already read."""
-    images, arrays = decoded if decoded is not None else (clip.frames(), clip.arrays())
-    items = [{**frame_fields("source", source, images, arrays), **frame_fields("driving", f, images, arrays)}
-             for f in frames]
+    layout); reads only those frames (the clip's frame store)."""
+    source_fields = frame_fields("source", clip, source)
+    items = [{**source_fields, **frame_fields("driving", clip, f)} for f in frames]
     return {k: torch.stack([item[k] for item in items]) for k in items[0]}
 
 
@@ -51,9 +49,9 @@ def self_reenactment(module: Mesh2VideoModule, clips: list[str | os.PathLike], s
     count = 0
     for path in tqdm(clips, desc="self-reenactment", unit="clip", disable=not progress):
         clip = Clip(path)
-        frames, decoded = list(range(stride, len(clip), stride)), (clip.frames(), clip.arrays())  # read once
+        frames = list(range(stride, len(clip), stride))
         for start in range(0, len(frames), batch_size):
-            batch = clip_pairs(clip, frames[start : start + batch_size], decoded=decoded)
+            batch = clip_pairs(clip, frames[start : start + batch_size])
             batch = {k: v.to(module.device) for k, v in batch.items()}
             out = module(batch, sample=False)
             metrics = module.face_metrics(batch, out=out)
