@@ -21,6 +21,22 @@ Example::
     python -m data_prep videos ~/voxceleb/mp4 ~/corpus --identity parent --workers 8
 
 Each worker is a spawned process pinned to one core; ``--workers 1`` runs in this process.
+
+On a cluster, two ways (both resumable through the same state files, so they mix):
+
+- ``--engine ray [--address auto]``: one Ray task per video on a Ray cluster (see
+  :mod:`data_prep.cluster`; ``pip install -e '.[cluster]'``); this process gathers the
+  entries and writes the report and the manifest.
+- ``--shard K/N``, for job arrays without Ray: this run processes only the videos whose index
+  in the sorted list of videos is K modulo N, writes ``prep_report.shard-K-of-N.json`` and no
+  manifest (a shard cannot see the others' clips). Once every shard has finished, one run
+  without ``--shard`` skips all the finished videos, redoes any a shard did not finish, and
+  writes ``prep_report.json`` and ``manifest.json``. E.g. with Slurm::
+
+      vividtalk-prep videos IN OUT --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT
+      vividtalk-prep videos IN OUT            # afterwards, once
+
+  Every shard must see the same videos (do not add videos while shards run).
 """
 
 from __future__ import annotations
@@ -80,6 +96,7 @@ VIDEO_EXTENSIONS = frozenset(
 )
 STATE_DIR = ".prep"
 REPORT = "prep_report.json"
+ENGINES = ("local", "ray")
 STATE_VERSION = 1
 STATUSES = ("ok", "no_face", "too_short", "failed", "skipped_done")
 
@@ -169,6 +186,37 @@ def make_jobs(in_dir: Path, out_dir: Path, identity: str) -> list[VideoJob]:
             )
         )
     return jobs
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``--shard K/N`` -> (K, N) with 0 <= K < N (an argparse ``type``)."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(
+            f"expected K/N (this job's shard K of N, counted from 0: 0/4 ... 3/4), got {text!r}"
+        )
+    shard = int(match[1]), int(match[2])
+    check_shard(shard, argparse.ArgumentTypeError)
+    return shard
+
+
+def check_shard(shard: tuple[int, int], error: type[Exception] = ValueError) -> None:
+    """Raise ``error`` unless ``shard`` is (K, N) with N >= 1 and 0 <= K < N."""
+    k, n = shard
+    if n < 1 or not 0 <= k < n:
+        raise error(f"shard K/N needs N >= 1 and 0 <= K < N (K counts from 0), got {k}/{n}")
+
+
+def shard_jobs(jobs: list[VideoJob], shard: tuple[int, int]) -> list[VideoJob]:
+    """The jobs of shard (K, N): those whose index in ``jobs`` (sorted by path) is K mod N.
+    Clip stems were settled over all the videos, so every shard names clips the same way."""
+    k, n = shard
+    return [job for i, job in enumerate(jobs) if i % n == k]
+
+
+def report_name(shard: tuple[int, int] | None) -> str:
+    """The report's file name: ``prep_report.json``, or one per shard (``prep_report.shard-K-of-N.json``)."""
+    return REPORT if shard is None else f"{Path(REPORT).stem}.shard-{shard[0]}-of-{shard[1]}.json"
 
 
 # ------------------------------------------------------------------------ resume state
@@ -577,8 +625,8 @@ def summarise(entries: list[dict], workers: int, wall: float) -> dict:
     }
 
 
-def print_summary(report: dict, out_dir: Path) -> None:
-    """A short human-readable summary on stdout."""
+def print_summary(report: dict, out_dir: Path, report_path: Path | None = None) -> None:
+    """A short human-readable summary on stdout (``report_path``: where the report went)."""
     t = report["totals"]
     counts = ", ".join(f"{n} {s}" for s, n in t["status"].items() if n)
     print(f"prepared {t['videos']} videos in {t['wall_seconds']:.1f} s: {counts}")
@@ -598,8 +646,54 @@ def print_summary(report: dict, out_dir: Path) -> None:
         print(f"  {e['video']}: {e['status']}: {text[:300]}")
     if len(remarks) > 20:
         print(f"  ... and {len(remarks) - 20} more (see the report)")
+    report_path = report_path or out_dir / REPORT
+    if report["manifest_splits"] is None:
+        print(f"report: {report_path}; no manifest (shard {report['shard']}): once every shard has finished, "
+              "run again without --shard to write it")
+        return
     splits = {k: len(v) for k, v in report["manifest_splits"].items()}
-    print(f"report: {out_dir / REPORT}; manifest: {out_dir / 'manifest.json'} {splits}")
+    print(f"report: {report_path}; manifest: {out_dir / 'manifest.json'} {splits}")
+
+
+def check_dirs(in_dir, out_dir) -> tuple[Path, Path]:
+    """Both folders, resolved: the input must exist and must not lie inside the output."""
+    in_dir, out_dir = Path(in_dir).resolve(), Path(out_dir).resolve()
+    if not in_dir.is_dir():
+        raise FileNotFoundError(f"input directory not found: {in_dir}")
+    if in_dir == out_dir or in_dir.is_relative_to(out_dir):
+        raise ValueError(f"the output directory {out_dir} must not contain the input directory {in_dir}")
+    return in_dir, out_dir
+
+
+def check_options(settings: PrepSettings, engine: str, shard: tuple[int, int] | None) -> None:
+    """ValueError for a bad identity rule, engine or shard; ModuleNotFoundError for the ray
+    engine without Ray (before any work)."""
+    if settings.identity not in ("file", "parent"):
+        raise ValueError(f"identity must be 'file' or 'parent', got {settings.identity!r}")
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine == "ray":
+        from .cluster import require_ray
+
+        require_ray()
+    if shard is not None:
+        check_shard(shard)
+
+
+def run_jobs(
+    todo: list[VideoJob], settings: PrepSettings, workers: int, engine: str, address: str, bars
+) -> tuple[list[dict], int]:
+    """Process ``todo`` on ``engine``; returns the entries and the number of workers (for
+    Ray: the cluster's CPUs; 0 when there was nothing to do and no cluster was joined)."""
+    if not todo:
+        return [], 0 if engine == "ray" else workers
+    if engine == "ray":
+        from .cluster import run_ray  # (imports Ray)
+
+        return run_ray(todo, settings, bars, VideoProcessor, crashed_entry, address)
+    if workers > 1 and len(todo) > 1:
+        return run_parallel(todo, settings, min(workers, len(todo)), bars), workers
+    return run_serial(todo, settings, bars), workers
 
 
 def prepare_videos(
@@ -612,49 +706,52 @@ def prepare_videos(
     seed: int = 0,
     progress: bool = True,
     verbose: bool = True,
+    engine: str = "local",
+    address: str = "auto",
+    shard: tuple[int, int] | None = None,
 ) -> dict:
     """Prepare every video under ``in_dir`` as clips in ``out_dir`` (resumable).
 
-    Returns the report (also written to ``out_dir/prep_report.json``), after writing the
-    corpus manifest.
+    ``engine``: ``local`` (``workers`` processes here) or ``ray`` (one task per video on the
+    Ray cluster at ``address``, see :mod:`data_prep.cluster`). ``shard=(k, n)``: only the
+    videos whose index in the sorted list is k mod n, and no manifest.
+    Returns the report (also written to ``out_dir/prep_report.json``, or for a shard to
+    ``out_dir/prep_report.shard-k-of-n.json``), after writing the corpus manifest.
     """
-    in_dir, out_dir = Path(in_dir).resolve(), Path(out_dir).resolve()
-    if not in_dir.is_dir():
-        raise FileNotFoundError(f"input directory not found: {in_dir}")
-    if in_dir == out_dir or in_dir.is_relative_to(out_dir):
-        raise ValueError(f"the output directory {out_dir} must not contain the input directory {in_dir}")
+    in_dir, out_dir = check_dirs(in_dir, out_dir)
     settings = settings or PrepSettings()
-    if settings.identity not in ("file", "parent"):
-        raise ValueError(f"identity must be 'file' or 'parent', got {settings.identity!r}")
+    check_options(settings, engine, shard)
     started = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
-    remove_incomplete(out_dir)  # temp dirs of clips interrupted mid-write
+    if shard is None:  # (shards run side by side: a temp dir may be another shard's clip being written)
+        remove_incomplete(out_dir)  # temp dirs of clips interrupted mid-write
     jobs = make_jobs(in_dir, out_dir, settings.identity)
+    if shard is not None:
+        jobs = shard_jobs(jobs, shard)
     finished = {job.path: read_state(job, settings) for job in jobs}
     todo = sorted((j for j in jobs if finished[j.path] is None), key=lambda j: -os.path.getsize(j.path))
     bars = Bars(len(jobs), progress)
     try:
         bars.videos.update(len(jobs) - len(todo))
-        if workers > 1 and len(todo) > 1:
-            entries = run_parallel(todo, settings, min(workers, len(todo)), bars)
-        else:
-            entries = run_serial(todo, settings, bars) if todo else []
+        entries, workers = run_jobs(todo, settings, workers, engine, address, bars)
     finally:
         bars.close()
     by_path = {e["source"]: e for e in entries}
     ordered = [by_path.get(j.path) or skipped_entry(finished[j.path]) for j in jobs]
-    manifest = build_manifest(out_dir, val_fraction, test_fraction, seed)
+    manifest = None if shard is not None else build_manifest(out_dir, val_fraction, test_fraction, seed)
     report = {
         "in_dir": str(in_dir),
         "out_dir": str(out_dir),
         "settings": asdict(settings),
+        "engine": engine,
+        "shard": None if shard is None else f"{shard[0]}/{shard[1]}",
         "totals": summarise(ordered, workers, time.perf_counter() - started),
-        "manifest_splits": manifest["splits"],
+        "manifest_splits": None if manifest is None else manifest["splits"],
         "videos": ordered,
     }
-    write_json_atomic(out_dir / REPORT, report)
+    write_json_atomic(out_dir / report_name(shard), report)
     if verbose:
-        print_summary(report, out_dir)
+        print_summary(report, out_dir, out_dir / report_name(shard))
     return report
 
 
@@ -692,12 +789,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-fraction", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0, help="seed of the identity split")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_cluster_arguments(parser)
+
+
+def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--engine``, ``--address`` and ``--shard``: preparing a corpus on many machines."""
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="local",
+        help="local: --workers processes on this machine (default); ray: one Ray task per video on "
+        "the Ray cluster at --address (pip install -e '.[cluster]')",
+    )
+    parser.add_argument(
+        "--address",
+        default="auto",
+        help="with --engine ray: the cluster, 'auto' (default: the one `ray start` began here, or "
+        "RAY_ADDRESS), HOST:PORT, ray://HOST:PORT, or 'local' (a new Ray instance on this machine)",
+    )
+    parser.add_argument(
+        "--shard",
+        type=parse_shard,
+        metavar="K/N",
+        help="process only the videos whose index in the sorted list is K mod N (K from 0; for job "
+        "arrays), write prep_report.shard-K-of-N.json and no manifest; when all N shards are done, "
+        "one run without --shard skips their videos and writes the manifest",
+    )
 
 
 def run_cli(args: argparse.Namespace) -> int:
     """Run from parsed arguments; 0 when the batch ran (bad videos are reported, not fatal)."""
     if args.workers < 1 or args.min_frames < 1 or args.max_frames < args.min_frames:
         raise SystemExit("need --workers >= 1 and 1 <= --min-frames <= --max-frames")
+    if args.engine == "ray":
+        if args.workers != 1:
+            raise SystemExit("--workers is for --engine local: Ray runs one task per CPU of its cluster")
+        from .cluster import require_ray
+
+        try:
+            require_ray()  # before scanning the videos
+        except ImportError as err:
+            raise SystemExit(f"vividtalk-prep videos: error: {err}") from err
     settings = PrepSettings(
         size=args.size,
         min_frames=args.min_frames,
@@ -719,5 +851,8 @@ def run_cli(args: argparse.Namespace) -> int:
         args.test_fraction,
         args.seed,
         progress=not args.no_progress,
+        engine=args.engine,
+        address=args.address,
+        shard=args.shard,
     )
     return 0
