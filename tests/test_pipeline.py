@@ -378,7 +378,7 @@ def test_save_pipeline_from_lightning_runs(tmp_path, tiny_stages):
                  "--mesh2video", paths["mesh2video"], "--output", str(out), "--temperature", "0.7"]) == 0
     pipe = VividTalkPipeline.from_pretrained(out)
     assert pipe.pose_mapper.temperature == 0.7
-    state = torch.load(paths["audio2mesh"], weights_only=False)["state_dict"]
+    state = torch.load(paths["audio2mesh"], weights_only=True)["state_dict"]
     for key, value in pipe.audio2mesh.state_dict().items():
         torch.testing.assert_close(value, state[key])
     (tmp_path / "audio2mesh" / "lightning_logs" / "version_0" / "config.yaml").unlink()
@@ -404,3 +404,24 @@ def test_pipelines_saved_before_the_mesh_flow_load_as_the_paper_literal_stage_2(
     config["format_version"] = 1
     (tmp_path / "config.json").write_text(json.dumps(config))
     assert not VividTalkPipeline.from_pretrained(tmp_path).mesh2video.motion_vae.uses_mesh_flow
+
+
+def test_stage_timings_wait_for_the_gpu(monkeypatch):
+    """plan()'s seconds per stage (reported by `vividtalk bench generate`): on CUDA every
+    timestamp follows torch.cuda.synchronize, or a lap would time the launch of its kernels, not
+    their run, and the next lap would pay for them; on the CPU nothing is synchronised."""
+    from types import SimpleNamespace
+
+    import vividtalk.pipeline as pipeline
+
+    events, ticks = [], iter([1.0, 3.5, 4.0, 5.0, 6.0])
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: events.append(f"sync {device}"))
+    monkeypatch.setattr(pipeline, "time", SimpleNamespace(perf_counter=lambda: events.append("time") or next(ticks)))
+    clock = pipeline._Clock(torch.device("cuda", 0))
+    clock.lap("expression")
+    clock.lap("pose")
+    assert events == ["sync cuda:0", "time"] * 3
+    assert clock.seconds == {"expression": 2.5, "pose": 0.5}
+    events.clear()
+    pipeline._Clock("cpu").lap("source")
+    assert events == ["time", "time"]

@@ -263,11 +263,14 @@ LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 def cli_main(args: list[str] | None = None):
     """The Lightning CLI over every stage: the model and the data are given by ``class_path``
-    in the stage recipes (``stages/*.yaml``). Callable from tests with an argument list."""
+    in the stage recipes (``stages/*.yaml``). Callable from tests with an argument list.
+    With ``--ckpt_path`` the arguments win over the checkpoint's stored hyperparameters
+    (:class:`~vividtalk.stages.lightning_cli.StageCLI`)."""
     import pytorch_lightning as pl
-    from pytorch_lightning.cli import LightningCLI
 
-    return LightningCLI(
+    from .stages.lightning_cli import StageCLI
+
+    return StageCLI(
         pl.LightningModule,
         pl.LightningDataModule,
         subclass_mode_model=True,

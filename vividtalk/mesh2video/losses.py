@@ -8,6 +8,7 @@ training strategy); the motion VAE adds its KL term.
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -16,12 +17,22 @@ from torch import nn
 from .vgg import VGG19Features
 
 
+FALLBACK_WARNING = (
+    "the perceptual loss has no VGG-19 weights, so it is the L1 distance of an image pyramid instead of the "
+    "paper's VGG-19 loss. To train with VGG-19, give the path of torchvision's ImageNet checkpoint "
+    "vgg19-dcbb9e9d.pth on disk (nothing is downloaded) as vgg_weights: for stage 2, "
+    "--model.init_args.vgg_weights PATH or model.init_args.vgg_weights in stages/mesh2video.yaml"
+)
+
+
 class PerceptualLoss(nn.Module):
     """Mean over an image pyramid of the L1 distance between VGG-19 activations.
 
     Without VGG weights (``vgg_weights=None``) the offline fallback is the L1 distance of the
     images themselves at each pyramid scale: a weaker but honest reconstruction loss, so that
-    training works with nothing on disk. ``uses_vgg`` tells which one is active.
+    training works with nothing on disk. ``uses_vgg`` tells which one is active. The fallback
+    is announced by one warning per instance, at its first forward: a module built only for
+    inference never computes the loss and never warns.
 
     Args:
         vgg_weights: path of torchvision-layout VGG-19 weights (see :mod:`.vgg`), or None.
@@ -36,6 +47,7 @@ class PerceptualLoss(nn.Module):
         # its file, so it stays out of every checkpoint and optimiser; _apply still moves it.
         self._vgg = [VGG19Features(vgg_weights)] if vgg_weights is not None else []
         self.scales, self.layer_weights = tuple(scales), tuple(layer_weights)
+        self._warned = False
 
     @property
     def vgg(self) -> VGG19Features | None:
@@ -53,6 +65,9 @@ class PerceptualLoss(nn.Module):
 
     def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Images float [B, 3, H, W] in [0, 1] -> scalar loss."""
+        if self.vgg is None and not self._warned:
+            self._warned = True
+            warnings.warn(FALLBACK_WARNING, stacklevel=2)
         total = prediction.new_zeros(())
         for s in self.scales:
             p, t = (prediction, target) if s == 1 else (

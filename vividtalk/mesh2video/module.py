@@ -15,7 +15,6 @@ the logger's directory.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -52,13 +51,16 @@ class Mesh2VideoModule(pl.LightningModule):
         optimizer_g, optimizer_d: callables params -> optimiser for the generator side and
             for the discriminator.
         vgg_weights: torchvision-layout VGG-19 weights for the perceptual loss; None: the
-            documented L1-pyramid fallback (see :class:`~vividtalk.mesh2video.losses.PerceptualLoss`).
+            documented L1-pyramid fallback, warned once at the first training step (see
+            :class:`~vividtalk.mesh2video.losses.PerceptualLoss`).
         perceptual_weight, feature_matching_weight, adversarial_weight, kl_weight: loss weights.
         adversarial_start: training steps before the adversarial and feature-matching terms.
         heatmap_sigma: std of the lip heatmaps, in motion-resolution pixels.
         rasterizer: "auto", "torch" or "nvdiffrast" (see ``vividtalk.render.get_rasterizer``).
         face_model: path of a face model file; None for the packaged default.
-        image_every: write an image grid every this many training steps (0: never).
+        image_every: write an image grid every this many optimiser steps (``global_step``, which
+            counts both optimisers once the discriminator trains; the first step's too), named
+            by that step (0: never).
     """
 
     def __init__(
@@ -230,16 +232,15 @@ class Mesh2VideoModule(pl.LightningModule):
             losses["discriminator"] = d_loss
         self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, prog_bar=True,
                       batch_size=len(batch["source"]))
-        if self.image_every and self.global_step // self.image_every != self._last_grid:  # by optimiser steps
+        # One grid per image_every optimiser steps: by global_step, not batch_idx (which restarts
+        # every epoch), and by interval, since a step of both optimisers can jump over a multiple.
+        if self.image_every and self.global_step // self.image_every != self._last_grid:
             self._last_grid = self.global_step // self.image_every
             self._write_grid(batch, out)
 
     def configure_optimizers(self):
         if self.discriminator is None:
             raise ValueError("training stage 2 needs a discriminator (model.init_args.discriminator)")
-        if not self.perceptual.uses_vgg:  # said once, when training starts (inference has no loss)
-            warnings.warn("stage 2 trains without VGG-19 weights (model.init_args.vgg_weights): the perceptual loss "
-                          "is the L1 image-pyramid fallback, not the paper's VGG loss", stacklevel=2)
         g_params = list(self.motion_vae.parameters()) + list(self.generator.parameters())
         return [self.optimizer_g(g_params), self.optimizer_d(self.discriminator.parameters())]
 
