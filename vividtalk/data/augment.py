@@ -71,8 +71,7 @@ class PairAugment:
         mat = np.array([[s, 0.0, (1 - s) * size / 2 + t[0]], [0.0, s, (1 - s) * size / 2 + t[1]]])
         photo = self._photometric_params(rng)
         for side in SIDES:
-            self._affine(item, side, mat, s, size)
-            item[side] = self._photometric(item[side], photo)
+            self._affine(item, side, mat, s, size, photo)
         return item
 
     def _flip(self, item: dict, side: str, size: int) -> None:
@@ -86,14 +85,17 @@ class PairAugment:
         item[f"{side}_lips"] = lips
 
     @staticmethod
-    def _affine(item: dict, side: str, mat: np.ndarray, s: float, size: int) -> None:
-        """Zoom/shift the frame, mask, mesh (z scaled too) and lips by the 2x3 ``mat`` (pixel centres)."""
+    def _affine(item: dict, side: str, mat: np.ndarray, s: float, size: int, photo: dict) -> None:
+        """Zoom/shift the frame, mask, mesh (z scaled too) and lips by the 2x3 ``mat`` (pixel
+        centres), and jitter the frame's colours by ``photo``."""
         # cv2 maps pixel indices; the clip format's positions are pixel centres (index + 0.5).
         shift = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
         m = (np.linalg.inv(shift) @ np.vstack([mat, [0, 0, 1]]) @ shift)[:2]
-        image = item[side].permute(1, 2, 0).numpy()
+        # The frames come from 8-bit files: warping and colour work in uint8 is exact up to
+        # rounding and several times faster than in float (a loader worker's main cost).
+        image = item[side].mul(255).round_().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
         image = cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
-        item[side] = torch.from_numpy(image).permute(2, 0, 1).contiguous()
+        item[side] = torch.from_numpy(_photometric(image, photo)).permute(2, 0, 1).float().div_(255).contiguous()
         mask = item[f"{side}_mask"].numpy().astype(np.uint8)
         mask = cv2.warpAffine(mask, m, (size, size), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT_101)
         item[f"{side}_mask"] = torch.from_numpy(mask.astype(np.int64))
@@ -113,20 +115,24 @@ class PairAugment:
                 "blur": rng.uniform(0.3, self.max_blur) if rng.random() < self.blur else 0.0,
                 "quality": int(rng.integers(self.min_quality, 96)) if rng.random() < self.jpeg else 0}
 
-    @staticmethod
-    def _photometric(image: torch.Tensor, p: dict) -> torch.Tensor:
-        """float [3, S, S] in [0, 1] -> the same, jittered by the parameters ``p``."""
-        x = image.clamp(0, 1) ** p["gamma"] * p["brightness"]
-        x = (x - x.mean()) * p["contrast"] + x.mean()
-        gray = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2])[None]
-        x = gray.expand(3, -1, -1) if p["gray"] else gray + (x - gray) * p["saturation"]
-        x = x.clamp(0, 1)
-        if p["blur"] or p["quality"]:
-            u8 = (x.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-            if p["blur"]:
-                u8 = cv2.GaussianBlur(u8, (0, 0), p["blur"])
-            if p["quality"]:
-                ok, data = cv2.imencode(".jpg", u8, [cv2.IMWRITE_JPEG_QUALITY, p["quality"]])
-                u8 = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-            x = torch.from_numpy(u8).permute(2, 0, 1).float() / 255.0
-        return x.contiguous()
+
+GRAY = np.array([0.299, 0.587, 0.114])
+
+
+def _photometric(image: np.ndarray, p: dict) -> np.ndarray:
+    """uint8 [S, S, 3] RGB -> the same, jittered by the parameters ``p``: gamma, brightness and
+    contrast (about the image's mean after the first two) as one lookup table, saturation or
+    grayscale as one colour matrix, then blur and JPEG artefacts."""
+    levels = (np.arange(256) / 255.0) ** p["gamma"] * p["brightness"]  # [256]
+    mean = float(np.bincount(image.ravel(), minlength=256) @ levels) / image.size
+    table = np.clip(((levels - mean) * p["contrast"] + mean) * 255.0, 0, 255).round().astype(np.uint8)
+    image = cv2.LUT(image, table)
+    keep = 0.0 if p["gray"] else p["saturation"]  # x' = gray + (x - gray) * keep
+    matrix = keep * np.eye(3) + (1.0 - keep) * np.tile(GRAY, (3, 1))
+    image = cv2.transform(image, matrix)  # saturates to [0, 255]
+    if p["blur"]:
+        image = cv2.GaussianBlur(image, (0, 0), p["blur"])
+    if p["quality"]:
+        _, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, p["quality"]])
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    return image

@@ -8,7 +8,7 @@ A clip is a directory::
                       read alone, without decoding the clip
         audio.wav     16 kHz mono PCM (absent when the source had no audio); read by sample range
         arrays/       one uncompressed ``.npy`` per CLIP_ARRAYS entry (the masks live in the
-                      frame store), memory-mapped: a frame's row is read alone
+                      frame store): a frame's row is read alone (one pread)
         meta.json     provenance; written last; ``format_version`` = CLIP_FORMAT_VERSION
 
 Format 1 (``frames.mp4`` + ``arrays.npz``) had to decode a whole clip to use two frames of it;
@@ -201,7 +201,7 @@ class Clip:
         if version != CLIP_FORMAT_VERSION:
             raise ClipError(f"{self.path} has clip format {version}; this vividtalk reads {CLIP_FORMAT_VERSION}: "
                             + MIGRATE_HINT)
-        self._store = None
+        self._store, self._headers = None, {}
 
     def __len__(self) -> int:
         return int(self.meta["num_frames"])
@@ -225,22 +225,33 @@ class Clip:
             self._store = FrameStore(self.path / "frames.pack")
         return self._store
 
-    def rows(self, name: str) -> np.ndarray:
-        """One per-frame array (a CLIP_ARRAYS name but ``masks``), memory-mapped read-only:
-        indexing a frame reads that frame's bytes only. Copy what you keep or modify."""
+    def rows(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Rows ``start:stop`` of one array (a CLIP_ARRAYS name but ``masks``; all of
+        ``identity``), read alone from its ``.npy`` file: a frame's row costs one small read."""
         if name in STORED_IN_FRAMES or name not in CLIP_ARRAYS:
             raise ClipError(f"clip arrays are {sorted(set(CLIP_ARRAYS) - set(STORED_IN_FRAMES))}, not {name!r}"
                             + (" (masks: Clip.mask / Clip.masks)" if name == "masks" else ""))
-        path = self.path / "arrays" / f"{name}.npy"
-        if not path.is_file():
-            raise ClipError(f"clip {self.clip_id} has no array {name!r} ({path} missing)")
-        return np.load(path, mmap_mode="r", allow_pickle=False)
+        return self._read_rows(self.path / "arrays" / f"{name}.npy", start, stop)
+
+    def _read_rows(self, path: Path, start: int, stop: int | None) -> np.ndarray:
+        if path not in self._headers:  # shape, dtype and data offset, parsed once per clip object
+            if not path.is_file():
+                raise ClipError(f"clip {self.clip_id} has no {path.name} ({path} missing)")
+            self._headers[path] = _npy_header(path)
+        shape, dtype, offset = self._headers[path]
+        count = shape[0] if shape else 1
+        start, stop, _ = slice(start, stop).indices(count)
+        row = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+        with open(path, "rb", buffering=0) as f:
+            data = os.pread(f.fileno(), row * max(0, stop - start), offset + row * start)
+        rows = np.frombuffer(data, dtype).reshape(-1, *shape[1:])
+        return rows.copy() if shape else rows.reshape(())  # (frombuffer is read-only)
 
     def arrays(self, keys: tuple[str, ...] | None = None) -> dict:
         """Per-frame arrays in memory (see CLIP_ARRAYS): all of them, or only ``keys`` (the
         masks, decoded from the frame store, are most of the bytes: leave them out when unused)."""
         keys = tuple(CLIP_ARRAYS) if keys is None else keys
-        return {k: self.masks() if k == "masks" else np.array(self.rows(k)) for k in keys}
+        return {k: self.masks() if k == "masks" else self.rows(k) for k in keys}
 
     def frame(self, t: int) -> np.ndarray:
         """Frame ``t``: uint8 [S, S, 3] RGB (read alone)."""
@@ -269,19 +280,31 @@ class Clip:
             pcm = np.frombuffer(w.readframes(max(0, stop - start)), "<i2")
         return pcm.astype(np.float32) / 32768.0  # ffmpeg's s16 -> float scale (load_audio agrees)
 
-    def features(self, name: str) -> np.ndarray:
-        """Cached per-frame audio features [T, D] written by :func:`write_features` (memory-mapped)."""
+    def features(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Cached per-frame audio features [T, D] written by :func:`write_features` (rows
+        ``start:stop`` read alone)."""
         path = self.path / f"features-{name}.npy"
         if not path.is_file():
             raise ClipError(
                 f"clip {self.clip_id} has no cached features {name!r}; write them with "
                 "vividtalk.data.write_features (one vector per frame)"
             )
-        return np.load(path, mmap_mode="r", allow_pickle=False)
+        return self._read_rows(path, start, stop)
 
     def load(self) -> ClipData:
         """Everything in memory."""
         return ClipData(self.frames(), self.audio() if self.has_audio else None, self.arrays(), self.meta)
+
+
+def _npy_header(path: Path) -> tuple[tuple, np.dtype, int]:
+    """(shape, dtype, offset of the data) of a C-ordered ``.npy`` file."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(f)
+        if fortran or dtype.hasobject:
+            raise ClipError(f"{path} is not a plain C-ordered array")
+        return shape, dtype, f.tell()
 
 
 def write_features(clip_path: str | os.PathLike, name: str, features: np.ndarray) -> Path:

@@ -124,7 +124,7 @@ class FrameStore:
 
     def frame(self, t: int) -> np.ndarray:
         """Frame ``t``: uint8 [S, S, 3] RGB."""
-        return cv2.imdecode(self._blob(t, 0), cv2.IMREAD_COLOR)[..., ::-1].copy()
+        return cv2.imdecode(self._blob(t, 0), cv2.IMREAD_COLOR_RGB)
 
     def mask(self, t: int) -> np.ndarray:
         """The mask labels of frame ``t``: uint8 [S, S]."""

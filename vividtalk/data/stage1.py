@@ -4,8 +4,7 @@ Each item is ``window`` consecutive frames of one clip: the waveform of exactly 
 (640 samples a frame at 16 kHz / 25 fps) or cached audio features, and the targets: beta,
 lip offsets, pose, and the clip's identity shape. A map-style dataset, so Lightning's
 distributed sampler gives every DDP rank its own shard of the same size (padded by repeating
-windows). An item reads only its window (a sample range of the wav, rows of memory-mapped
-arrays): nothing is cached, so a worker's memory does not grow with the corpus.
+windows). An item reads only its window (a sample range of the wav, rows of the arrays): nothing is cached, so a worker's memory does not grow with the corpus.
 """
 
 from __future__ import annotations
@@ -52,14 +51,14 @@ class AudioMeshWindows(Dataset):
         """Features [end - start, D], or the waveform of frames start:end, zero-padded where
         the audio ends before the last frame does."""
         if self.features:
-            return clip.features(self.features)[start:end]
+            return clip.features(self.features, start, end)
         wav = clip.audio(start * SAMPLES_PER_FRAME, end * SAMPLES_PER_FRAME)
         return np.pad(wav, (0, (end - start) * SAMPLES_PER_FRAME - len(wav)))
 
     def __getitem__(self, k: int) -> dict:
         i, start = self.index[k]
         clip, end = self.clips[i], start + self.window
-        item = {key: clip.rows(key)[start:end] for key in ("beta", "lip_offsets", "pose")}
+        item = {key: clip.rows(key, start, end) for key in ("beta", "lip_offsets", "pose")}
         item["identity"] = clip.rows("identity")
         item["features" if self.features else "audio"] = self._signal(clip, start, end)
         item = {k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in item.items()}

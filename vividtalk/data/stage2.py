@@ -2,7 +2,7 @@
 with what the renderer needs (meshes, lip landmarks, masks).
 
 A map-style dataset: item ``k`` is pair ``k % pairs_per_clip`` of clip ``k // pairs_per_clip``,
-and reading it touches only its two frames (the clip's frame store and memory-mapped arrays),
+and reading it touches only its two frames (the clip's frame store and array rows),
 so nothing is cached and any item can go to any worker. Under DDP, Lightning's
 ``DistributedSampler`` shards the items: every rank gets ``ceil(len / world)`` of them, the
 last ones padded by repeating items from the start of the (shuffled) order, so every rank runs
@@ -88,8 +88,8 @@ def frame_fields(prefix: str, clip: Clip, f: int) -> dict:
     image = torch.from_numpy(clip.frame(f)).permute(2, 0, 1).float() / 255.0
     return {
         prefix: image,
-        f"{prefix}_vertices": torch.from_numpy(np.array(clip.rows("vertices")[f], np.float32)),
-        f"{prefix}_lips": torch.from_numpy(np.array(clip.rows("lip_landmarks")[f], np.float32)),
+        f"{prefix}_vertices": torch.from_numpy(clip.rows("vertices", f, f + 1)[0].astype(np.float32)),
+        f"{prefix}_lips": torch.from_numpy(clip.rows("lip_landmarks", f, f + 1)[0].astype(np.float32)),
         f"{prefix}_mask": torch.from_numpy(clip.mask(f).astype(np.int64)),
     }
 
