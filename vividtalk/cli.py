@@ -8,7 +8,7 @@ Commands:
   eval VIDEO...   score videos (lip sync, identity, image quality, head motion) -> JSON report
   eval-stage2     stage 2 on held-out photos and clips (identity test, expression transfer, reenactment)
   eval-speech     stage 1 on recorded speech with transcripts (closures, vowels, mouth/energy)
-  bench [NAME]    benchmarks (``render``, ``audio2mesh``, ``mesh2video``, ``mesh_flow``, ``generate``; none: all
+  bench [NAME]    benchmarks (``render``, ``audio2mesh``, ``mesh2video``, ``mesh_flow``, ``generate``, ``loader``, ``train``; none: all
                   in one report); ``--json`` prints one machine-readable object
   save-pipeline   three trained stage checkpoints -> one pipeline directory (for generate --weights)
   fit-face        track and fit the face model on an image and save a visual check
@@ -28,7 +28,7 @@ def _bench(args: argparse.Namespace) -> int:
     from .benchmarks import run_benchmark
 
     kwargs = {"device": args.device}
-    for key in ("repeats", "batch_size", "size", "seconds", "weights", "encoder"):
+    for key in ("repeats", "batch_size", "size", "seconds", "weights", "encoder", "corpus", "workers"):
         if getattr(args, key):
             kwargs[key] = getattr(args, key)
     if args.no_mesh_flow:
@@ -295,10 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name in LIGHTNING_COMMANDS:  # parsed by the Lightning CLI (see `vividtalk fit --help`)
         sub.add_parser(name, help=f"{name} a stage with the Lightning CLI (--config stages/<stage>.yaml)",
                        add_help=False)
-    bench = sub.add_parser("bench", help="run a benchmark (render, audio2mesh, mesh2video, mesh_flow, generate)")
+    bench = sub.add_parser("bench", help="run a benchmark (render, audio2mesh, mesh2video, mesh_flow, generate, "
+                                         "loader, train)")
     bench.add_argument("name", nargs="?", default="all",
-                       help="render, audio2mesh, mesh2video, mesh_flow, generate, or all (default: every one, "
-                            "one report)")
+                       help="render, audio2mesh, mesh2video, mesh_flow, generate, loader, train, or all (default: "
+                            "every one, one report)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     bench.add_argument("--repeats", type=int, default=0, help="timed repetitions (default: the benchmark's)")
@@ -309,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--encoder", default="", help="audio2mesh: the expression network's audio encoder, "
                                                      "whisper (default) or logmel")
     bench.add_argument("--no-mesh-flow", action="store_true", help="mesh2video: the paper-literal variant (ablation)")
+    bench.add_argument("--corpus", default="", help="loader, train: a prepared corpus (default: a fixture corpus)")
+    bench.add_argument("--workers", type=int, default=0, help="loader: also time a DataLoader with this many workers")
     bench.set_defaults(func=_bench)
     save = sub.add_parser("save-pipeline", help="three stage checkpoints (vividtalk fit) -> a pipeline directory")
     save.add_argument("--audio2mesh", help="stage 1 checkpoint (stages/audio2mesh.yaml)")

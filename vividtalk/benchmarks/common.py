@@ -48,3 +48,21 @@ def median_seconds(fn: Callable[[], object], device: torch.device, repeats: int,
         synchronize(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times), out
+
+
+def recipe_cli(recipes: tuple[str, ...], *overrides: str, accelerator: str = "cpu"):
+    """The (model, datamodule) that ``vividtalk fit --config R1 --config R2 ... OVERRIDES``
+    builds from the stage recipes (jsonargparse instantiates nested classes, e.g. the
+    augmentation), on one device, nothing run."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.cli import LightningCLI
+
+    from .. import stages
+
+    args = [a for name in recipes for a in ("--config", str(stages.recipe_path(name)))]
+    args += ["--trainer.accelerator", accelerator, "--trainer.devices", "1", "--trainer.strategy", "auto",
+             "--trainer.logger", "false", *(["--trainer.precision", "32"] if accelerator == "cpu" else []),
+             *overrides]
+    cli = LightningCLI(pl.LightningModule, pl.LightningDataModule, subclass_mode_model=True,
+                       subclass_mode_data=True, args=args, run=False, save_config_callback=None)
+    return cli.model, cli.datamodule
