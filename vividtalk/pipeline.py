@@ -309,6 +309,53 @@ class VividTalkPipeline:
                                      progress=progress)
         return self._render(plan, output, batch_size, progress)
 
+    @torch.no_grad()
+    def stream_session(
+        self,
+        image,
+        *,
+        pose: str = "audio",
+        expression_scale: float = 1.0,
+        blink: bool = True,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        temperature: float | None = None,
+        block: int = 8,
+        first_block: int = 2,
+        lookahead: int = 2,
+        batch_size: int = 8,
+    ):
+        """A :class:`~vividtalk.streaming.StreamSession` for ``image`` (prepared once, here):
+        ``push`` audio chunks, get frame batches; ``flush`` at the end of speech.
+
+        Args:
+            image, pose ("audio" or "still"), expression_scale, blink, seed, generator,
+                temperature: as for :meth:`__call__`.
+            block: frames rendered together (a multiple of 4); first_block: the first block's
+                (any size; smaller: an earlier first frame); lookahead: frames of future audio a block
+                waits for (>= 2). Latency grows with them, quality too: see :mod:`vividtalk.streaming`.
+            batch_size: frames per stage-2 batch.
+
+        Raises:
+            NoFaceError: no face in the image; ValueError: an invalid option.
+        """
+        from .streaming import StreamSession
+
+        generator, blink_seed = _random_source(seed, generator, self.device)
+        source = prepare_source(_read_image(image), self.face)
+        return StreamSession(self, source, generator, blink_seed, pose=pose, expression_scale=expression_scale,
+                             blink=blink, temperature=temperature, block=block, first_block=first_block,
+                             lookahead=lookahead, batch_size=batch_size)
+
+    def stream(self, image, audio_chunks, **options):
+        """Generate while the audio arrives: float32 16 kHz chunks of any size in, timestamped
+        :class:`~vividtalk.streaming.FrameBatch` es out as soon as they are determined, the
+        rest at the end of ``audio_chunks`` (a flush). ``options``: those of :meth:`stream_session`."""
+        with self.stream_session(image, **options) as session:
+            for chunk in audio_chunks:
+                yield from session.push(chunk)
+            yield from session.flush()
+
     def _audio(self, audio) -> np.ndarray:
         wav = load_audio(audio, SAMPLE_RATE if isinstance(audio, (np.ndarray, torch.Tensor)) else None)
         if len(wav) < MIN_AUDIO_SECONDS * SAMPLE_RATE:

@@ -19,12 +19,13 @@ from .generate import bench_generate
 from .loader import bench_loader
 from .mesh2video import bench_mesh2video, bench_mesh_flow_cost
 from .render import bench_render
+from .stream import bench_stream
 from .train import bench_train
 
 BENCHMARKS: dict[str, Callable[..., dict]] = {
     "render": bench_render, "audio2mesh": bench_audio2mesh, "mesh2video": bench_mesh2video,
     "mesh_flow": bench_mesh_flow_cost, "generate": bench_generate, "loader": bench_loader,
-    "train": bench_train,
+    "train": bench_train, "stream": bench_stream,
 }
 
 

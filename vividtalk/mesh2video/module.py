@@ -174,6 +174,28 @@ class Mesh2VideoModule(pl.LightningModule):
         return {**cond, **motion, **out}
 
     @torch.no_grad()
+    def prepare_crop(self, crop: np.ndarray, labels: np.ndarray, vertices) -> dict:
+        """:meth:`prepare_source` of one source crop given as arrays: uint8 [S, S, 3], labels
+        uint8 [S, S] and its mesh float [V, 3] (crop pixels); on this module's device."""
+        dev = self.device
+        lips = self.face.lip_contour().to(dev)
+        source = torch.from_numpy(np.ascontiguousarray(crop)).to(dev).permute(2, 0, 1)[None].float() / 255.0
+        verts = torch.as_tensor(vertices, dtype=torch.float32).to(dev)[None]
+        return self.prepare_source(source, torch.from_numpy(labels).to(dev).long()[None], verts, verts[:, lips, :2])
+
+    @torch.no_grad()
+    def render(self, prepared: dict, driving: torch.Tensor, batch_size: int = 8) -> Iterator[np.ndarray]:
+        """Frames of a prepared source (:meth:`prepare_crop`) driven by meshes float [T, V, 3]
+        (crop pixels), ``batch_size`` at a time: uint8 [b, S, S, 3] batches."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        lips = self.face.lip_contour().to(self.device)
+        driving = torch.as_tensor(driving, dtype=torch.float32).to(self.device)
+        for s in range(0, len(driving), batch_size):
+            d = driving[s: s + batch_size]
+            yield frames_uint8(self.animate(prepared, d, d[:, lips, :2], sample=False)["image"])
+
+    @torch.no_grad()
     def drive(self, crop: np.ndarray, labels: np.ndarray, vertices, driving: torch.Tensor,
               batch_size: int = 8) -> Iterator[np.ndarray]:
         """Frames of one source driven by meshes, ``batch_size`` at a time (the source prepared once).
@@ -184,17 +206,7 @@ class Mesh2VideoModule(pl.LightningModule):
         Yields:
             uint8 [b, S, S, 3] batches of frames.
         """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        dev = self.device
-        lips = self.face.lip_contour().to(dev)
-        source = torch.from_numpy(crop).to(dev).permute(2, 0, 1)[None].float() / 255.0
-        verts = torch.as_tensor(vertices, dtype=torch.float32).to(dev)[None]
-        prepared = self.prepare_source(source, torch.from_numpy(labels).to(dev).long()[None], verts, verts[:, lips, :2])
-        driving = torch.as_tensor(driving, dtype=torch.float32).to(dev)
-        for s in range(0, len(driving), batch_size):
-            d = driving[s: s + batch_size]
-            yield frames_uint8(self.animate(prepared, d, d[:, lips, :2], sample=False)["image"])
+        yield from self.render(self.prepare_crop(crop, labels, vertices), driving, batch_size)
 
     # ------------------------------------------------------------------ training
     def _judge(self, image: torch.Tensor, pt: torch.Tensor) -> list[list[torch.Tensor]]:
