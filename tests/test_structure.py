@@ -24,7 +24,7 @@ LAYERS = [
     ("vividtalk.audio2mesh", "vividtalk.mesh2video"),
     ("vividtalk.motion", "vividtalk.pretrained", "vividtalk.pipeline", "vividtalk.renderer_eval",
      "vividtalk.speech_eval", "vividtalk"),
-    ("vividtalk.benchmarks", "data_prep"),
+    ("vividtalk.benchmarks", "data_prep", "vividtalk.server"),
     ("vividtalk.cli",),
 ]
 

@@ -8,10 +8,13 @@ Commands:
   eval VIDEO...   score videos (lip sync, identity, image quality, head motion) -> JSON report
   eval-stage2     stage 2 on held-out photos and clips (identity test, expression transfer, reenactment)
   eval-speech     stage 1 on recorded speech with transcripts (closures, vowels, mouth/energy)
-  bench [NAME]    benchmarks (``render``, ``audio2mesh``, ``mesh2video``, ``mesh_flow``, ``generate``, ``loader``, ``train``; none: all
+  bench [NAME]    benchmarks (``render``, ``audio2mesh``, ``mesh2video``, ``mesh_flow``, ``generate``, ``loader``, ``train``, ``stream``; none: all
                   in one report); ``--json`` prints one machine-readable object
   save-pipeline   three trained stage checkpoints -> one pipeline directory (for generate --weights)
   fit-face        track and fit the face model on an image and save a visual check
+  serve           the generator as a local web service: jobs, videos, live WebSocket streaming
+                  (FastAPI + uvicorn; 127.0.0.1:7860 by default, ``--token`` to require one)
+  demo            ``serve`` and open its demo page in the browser (``--no-browser``: don't)
 
 Data preparation is a separate script: ``vividtalk-prep`` (``python -m data_prep``).
 """
@@ -258,6 +261,66 @@ def _fit_face(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .pipeline import VividTalkPipeline
+    from .server import ServerSettings
+    from .server.app import create_app
+    from .server.settings import is_loopback, token_from_env
+
+    settings = ServerSettings(host=args.host, port=args.port, weights=args.weights, device=args.device,
+                              token=token_from_env(args.token), max_upload_mb=args.max_upload_mb, queue=args.queue)
+    if not is_loopback(settings.host) and settings.token is None:
+        print(f"warning: listening on {settings.host} without a token: anyone who can reach this machine can use "
+              "it (give --token or set VIVIDTALK_TOKEN)", file=sys.stderr)
+    # loaded here, not at the server's startup, so bad weights are one clear line (exit 2)
+    pipe = VividTalkPipeline.from_pretrained(settings.weights, device=settings.device)
+    print(f"vividtalk server on {settings.url} (device {settings.device}, queue {settings.queue}, "
+          f"{'token required' if settings.token else 'no token'})", flush=True)
+    if args.open_browser:
+        _open_when_ready(settings.url)
+    # ws_max_size: a stream's image is one WebSocket message, as large as an upload may be
+    uvicorn.run(create_app(pipe, settings), host=settings.host, port=settings.port, log_level="info",
+                ws_max_size=settings.max_upload_bytes + 4096)
+    return 0
+
+
+def _open_when_ready(url: str) -> None:
+    """Open ``url`` in the browser once ``/healthz`` answers (the pipeline loads first)."""
+    import threading
+    import time
+    import urllib.request
+    import webbrowser
+
+    def wait_and_open() -> None:
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(f"{url}/healthz", timeout=1).close()
+                webbrowser.open(url)
+                return
+            except OSError:
+                time.sleep(0.5)
+
+    threading.Thread(target=wait_and_open, name="open-browser", daemon=True).start()
+
+
+def _add_serve(sub, name: str, help: str):
+    serve = sub.add_parser(name, help=help)
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    serve.add_argument("--weights", help="a saved pipeline directory (default: the packaged demo weights)")
+    serve.add_argument("--token", help="require Authorization: Bearer TOKEN on every route but /healthz "
+                                       "(default: $VIVIDTALK_TOKEN; none when unset)")
+    serve.add_argument("--max-upload-mb", type=float, default=20.0,
+                       help="largest upload (request body, stream image) in MiB (default 20)")
+    serve.add_argument("--queue", type=int, default=8, help="jobs that may wait; more get 503 (default 8)")
+    serve.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    serve.set_defaults(func=_serve, open_browser=False)
+    return serve
+
+
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 
@@ -296,16 +359,16 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser(name, help=f"{name} a stage with the Lightning CLI (--config stages/<stage>.yaml)",
                        add_help=False)
     bench = sub.add_parser("bench", help="run a benchmark (render, audio2mesh, mesh2video, mesh_flow, generate, "
-                                         "loader, train)")
+                                         "loader, train, stream)")
     bench.add_argument("name", nargs="?", default="all",
-                       help="render, audio2mesh, mesh2video, mesh_flow, generate, loader, train, or all (default: "
+                       help="render, audio2mesh, mesh2video, mesh_flow, generate, loader, train, stream, or all (default: "
                             "every one, one report)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     bench.add_argument("--repeats", type=int, default=0, help="timed repetitions (default: the benchmark's)")
     bench.add_argument("--batch-size", type=int, default=0, help="frames (render) or sequences per call (default: 1)")
     bench.add_argument("--size", default="", help="network size: audio2mesh demo (default) or paper; mesh2video default or large")
-    bench.add_argument("--seconds", type=float, default=0.0, help="audio length (audio2mesh, generate; default 10)")
+    bench.add_argument("--seconds", type=float, default=0.0, help="audio length (audio2mesh, generate: default 10; stream: default 20)")
     bench.add_argument("--weights", default="", help="generate: a saved pipeline (default: the demo weights)")
     bench.add_argument("--encoder", default="", help="audio2mesh: the expression network's audio encoder, "
                                                      "whisper (default) or logmel")
@@ -326,6 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--output", required=True, help="output PNG")
     fit.add_argument("--tracker", default="mediapipe", help="mediapipe (default) or face-alignment")
     fit.set_defaults(func=_fit_face)
+    _add_serve(sub, "serve", "the generator as a local web service (HTTP jobs + WebSocket streaming)")
+    demo = _add_serve(sub, "demo", "serve, and open the demo page in the browser")
+    demo.add_argument("--no-browser", dest="open_browser", action="store_false", help="do not open the browser")
+    demo.set_defaults(open_browser=True)
     return parser
 
 
