@@ -98,14 +98,48 @@ def pose_track(module, wav: torch.Tensor, identity: torch.Tensor, source_pose: t
     for s in chunk_starts(frames, window, overlap):
         e = min(frames, s + window)
         reference = source_pose if s == 0 else poses[:, s]  # the pose reached at this window's start
-        audio = encode_frames(module.audio_encoder, wav, s, e)
-        feats = generate_pose(module.mapper, module.vqvae, audio, z_style, initial_pose(reference), temperature,
-                              generator)["features"]
-        # The window's first frame is its reference: re-anchor so that it matches exactly.
-        feats = feats - feats[:, :1]
-        new = features_to_pose(feats, reference)  # [1, e - s, 7]
+        new = pose_window(module, wav, z_style, reference, s, e, temperature, generator)
         poses = crossfade(poses, new, poses.shape[1] - s)
     return poses
+
+
+def pose_window(module, wav: torch.Tensor, z_style: torch.Tensor, reference: torch.Tensor, start: int, stop: int,
+                temperature: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Head poses [1, stop - start, 7] of frames [start, stop) of ``wav`` through the codebook,
+    the first frame exactly at ``reference`` [1, 7] (crop pixels).
+
+    Args:
+        module: a :class:`~vividtalk.audio2mesh.pose_modules.PoseMapperModule`; z_style: its
+            style code of the identity [1, S]; temperature, generator: of the codebook sampling.
+    """
+    audio = encode_frames(module.audio_encoder, wav, start, stop)
+    feats = generate_pose(module.mapper, module.vqvae, audio, z_style, initial_pose(reference), temperature,
+                          generator)["features"]
+    # The window's first frame is its reference: re-anchor so that it matches exactly.
+    return features_to_pose(feats - feats[:, :1], reference)
+
+
+def blink_indices(face) -> list[int]:
+    """The face model's eyeBlink blendshapes (what :func:`apply_controls` blinks with)."""
+    return [i for i, n in enumerate(face.expression_names) if n.startswith("eyeBlink")]
+
+
+def driven_meshes(face, expr: dict[str, torch.Tensor], gate: torch.Tensor, lip_index: torch.Tensor,
+                  blinks: torch.Tensor | None, expression_scale: float, identity: torch.Tensor,
+                  poses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stage 1's output with the controls (:func:`apply_controls`) assembled into meshes.
+
+    Args:
+        face: the face model; expr: ``beta`` [1, T, K] and ``lip_offsets`` [1, T, L, 3];
+        gate, lip_index, blinks, expression_scale: as for :func:`apply_controls`;
+        identity: [1, V, 3]; poses: [1, T, 7].
+    Returns:
+        (driving meshes [T, V, 3] in crop pixels, controlled beta [1, T, K]).
+    """
+    beta, lips = apply_controls(expr["beta"], expr["lip_offsets"], gate, lip_index, blink_indices(face), blinks,
+                                expression_scale)
+    vertices = face.to(beta.device).assemble(beta[0], identity=identity, lip_offsets=lips[0], pose=poses[0])
+    return vertices, beta
 
 
 def still_poses(source_pose: torch.Tensor, frames: int) -> torch.Tensor:

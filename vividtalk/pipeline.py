@@ -250,12 +250,10 @@ class VividTalkPipeline:
         source_pose = torch.from_numpy(source.pose).to(dev)[None]
         poses = self._poses(pose, reference_video, wav_t, identity, source_pose, frames, temperature, generator)
         clock.lap("pose")
-        blink_index = [i for i, n in enumerate(self.face.expression_names) if n.startswith("eyeBlink")]
-        beta, lips = motion.apply_controls(
-            expr["beta"], expr["lip_offsets"], motion.speech_gate(wav_t, frames), self.audio2mesh.network.lip_index,
-            blink_index, motion.blink_track(frames, blink_seed).to(dev) if blink else None, expression_scale)
-        face = self.face.to(dev)
-        vertices = face.assemble(beta[0], identity=identity, lip_offsets=lips[0], pose=poses[0])  # [T, V, 3]
+        blinks = motion.blink_track(frames, blink_seed).to(dev) if blink else None
+        vertices, beta = motion.driven_meshes(self.face, expr, motion.speech_gate(wav_t, frames),
+                                              self.audio2mesh.network.lip_index, blinks, expression_scale, identity,
+                                              poses)  # [T, V, 3]
         return GenerationPlan(source, wav, vertices, poses[0], beta[0], output_size == "full", clock.seconds)
 
     @torch.no_grad()

@@ -32,9 +32,6 @@ import torch
 
 from . import motion
 from .audio.align import FPS, SAMPLES_PER_FRAME
-from .audio2mesh.pose_mapper import generate_pose
-from .audio2mesh.pose_modules import initial_pose
-from .audio2mesh.pose_repr import features_to_pose
 
 STREAM_POSE_MODES = ("audio", "still")
 
@@ -91,7 +88,6 @@ class StreamSession:
         self.z_pose = pipe.pose_mapper.style_encoder(self.identity)
         self.source_pose = torch.from_numpy(source.pose).to(dev)[None]
         self.prepared = pipe.mesh2video.prepare_crop(source.crop, source.masks, source.vertices)
-        self.blink_index = [i for i, n in enumerate(pipe.face.expression_names) if n.startswith("eyeBlink")]
         self._wav = np.zeros(0, np.float32)  # the kept audio, from frame self._origin on
         self._origin, self._done = 0, 0  # first frame of _wav; frames rendered so far
         self._last_expr: dict | None = None  # the last frame's beta and lip offsets
@@ -107,10 +103,8 @@ class StreamSession:
         wav = torch.zeros((n + self.lookahead) * SAMPLES_PER_FRAME, device=self.pipe.device)
         a2m.network.generate(motion.encode_frames(a2m.audio_encoder, wav, 0, n), self.z_style)
         if self.pose_mode == "audio":
-            mapper = self.pipe.pose_mapper
-            generate_pose(mapper.mapper, mapper.vqvae, motion.encode_frames(mapper.audio_encoder, wav, 0, n),
-                          self.z_pose, initial_pose(self.source_pose), self.temperature,
-                          torch.Generator(device=self.generator.device).manual_seed(0))
+            motion.pose_window(self.pipe.pose_mapper, wav, self.z_pose, self.source_pose, 0, n, self.temperature,
+                               torch.Generator(device=self.generator.device).manual_seed(0))
         driving = torch.from_numpy(self.source.vertices).float()[None].expand(n, -1, -1)
         for _ in self.pipe.mesh2video.render(self.prepared, driving, self.batch_size):
             pass
@@ -197,23 +191,18 @@ class StreamSession:
         lo = max(0, s - o - 2)  # the gate smooths over 5 frames: two of context on each side
         gate = motion.speech_gate(wav[lo * SAMPLES_PER_FRAME:], len(wav) // SAMPLES_PER_FRAME - lo)
         blinks = motion.blink_track(e, self.blink_seed)[s:].to(wav.device) if self.blink else None
-        beta, lips = motion.apply_controls(expr["beta"], expr["lip_offsets"], gate[s - o - lo: e - o - lo],
-                                           a2m.network.lip_index, self.blink_index, blinks, self.expression_scale)
-        face = self.pipe.face.to(wav.device)
-        return face.assemble(beta[0], identity=self.identity, lip_offsets=lips[0], pose=poses[0])
+        return motion.driven_meshes(self.pipe.face, expr, gate[s - o - lo: e - o - lo], a2m.network.lip_index, blinks,
+                                    self.expression_scale, self.identity, poses)[0]
 
     def _poses(self, wav: torch.Tensor, s: int, e: int) -> torch.Tensor:
         """Head poses [1, e - s, 7]: a codebook window from the pose reached (the window starts one
         frame early, at that pose, so that the motion continues without a repeated frame)."""
         if self.pose_mode == "still":
             return motion.still_poses(self.source_pose, e - s)
-        mapper, o = self.pipe.pose_mapper, self._origin
         first = s if self._last_pose is None else s - 1
         reference = self.source_pose if self._last_pose is None else self._last_pose
-        audio = motion.encode_frames(mapper.audio_encoder, wav, first - o, e - o)
-        feats = generate_pose(mapper.mapper, mapper.vqvae, audio, self.z_pose, initial_pose(reference),
-                              self.temperature, self.generator)["features"]
-        poses = features_to_pose(feats - feats[:, :1], reference)[:, s - first:]  # [1, e - s, 7]
+        poses = motion.pose_window(self.pipe.pose_mapper, wav, self.z_pose, reference, first - self._origin,
+                                   e - self._origin, self.temperature, self.generator)[:, s - first:]  # [1, e - s, 7]
         self._last_pose = poses[:, -1]
         return poses
 

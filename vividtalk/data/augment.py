@@ -71,7 +71,7 @@ class PairAugment:
         mat = np.array([[s, 0.0, (1 - s) * size / 2 + t[0]], [0.0, s, (1 - s) * size / 2 + t[1]]])
         photo = self._photometric_params(rng)
         for side in SIDES:
-            self._affine(item, side, mat, s, size, photo)
+            self._transform(item, side, mat, s, size, photo)
         return item
 
     def _flip(self, item: dict, side: str, size: int) -> None:
@@ -85,7 +85,7 @@ class PairAugment:
         item[f"{side}_lips"] = lips
 
     @staticmethod
-    def _affine(item: dict, side: str, mat: np.ndarray, s: float, size: int, photo: dict) -> None:
+    def _transform(item: dict, side: str, mat: np.ndarray, s: float, size: int, photo: dict) -> None:
         """Zoom/shift the frame, mask, mesh (z scaled too) and lips by the 2x3 ``mat`` (pixel
         centres), and jitter the frame's colours by ``photo``."""
         # cv2 maps pixel indices; the clip format's positions are pixel centres (index + 0.5).

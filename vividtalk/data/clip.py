@@ -352,12 +352,12 @@ def migrate_clip(path: str | os.PathLike) -> bool:
     """Rewrite a format-1 clip (frames.mp4 + arrays.npz) in the current format, in place and
     atomically, keeping its cached features. Returns False when it already is current."""
     path = Path(path)
-    version = read_meta(path).get("format_version")
+    meta = read_meta(path)
+    version = meta.get("format_version")
     if version == CLIP_FORMAT_VERSION:
         return False
     if version != 1:
         raise ClipError(f"{path} has clip format {version}; migration reads format 1")
-    meta = read_meta(path)
     with np.load(path / "arrays.npz", allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     audio = load_audio(path / "audio.wav") if meta.get("has_audio") else None

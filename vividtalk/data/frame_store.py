@@ -47,7 +47,7 @@ def write_frame_store(path: str | os.PathLike, frames: np.ndarray, masks: np.nda
     with open(path, "wb") as f:
         f.write(_HEADER.pack(MAGIC, VERSION))
         for t, (frame, mask) in enumerate(zip(frames, masks)):
-            for k, blob in enumerate((_encode_jpeg(frame, quality), _encode_png(mask))):
+            for k, blob in enumerate((encode_jpeg(frame, quality), _encode_png(mask))):
                 index[t, k] = f.tell(), len(blob)
                 f.write(blob)
         index_offset = f.tell()
@@ -56,7 +56,8 @@ def write_frame_store(path: str | os.PathLike, frames: np.ndarray, masks: np.nda
     return Path(path)
 
 
-def _encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
+def encode_jpeg(frame: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
+    """RGB uint8 [H, W, 3] -> JPEG bytes (4:2:0 chroma, OpenCV's libjpeg)."""
     ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(frame[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise FrameStoreError("JPEG encoding failed")

@@ -13,6 +13,7 @@ the 2-D face-alignment backend).
 from __future__ import annotations
 
 import warnings
+from abc import ABC, abstractmethod
 from typing import Iterable, Protocol, runtime_checkable
 
 import cv2
@@ -33,12 +34,13 @@ class FaceCutError(NoFaceError):
     """Too much of the face lies outside the image (it is cut by the image border)."""
 
 
-class Closing:
+class Closing(ABC):
     """Owners of MediaPipe graphs or networks: ``close()`` releases them, and so does leaving a
     ``with`` block."""
 
+    @abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Release what the object holds (idempotent)."""
 
     def __enter__(self):
         return self

@@ -47,6 +47,7 @@ import numpy as np
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..audio.align import FPS
+from ..data.frame_store import encode_jpeg
 from .inputs import STREAM_OPTIONS, parse_options, pcm_samples, read_image_bytes
 from .settings import ServerSettings
 
@@ -96,17 +97,12 @@ class StreamHub:
 
 def encode_frames(batches) -> list[bytes]:
     """FrameBatches -> one message per frame: the 16-byte header + the JPEG (RGB in)."""
-    import cv2
-
     out = []
     for batch in batches:
         for i, frame in enumerate(batch.frames):
-            ok, jpeg = cv2.imencode(".jpg", np.ascontiguousarray(frame[..., ::-1]),
-                                    [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-            if not ok:
-                raise RuntimeError("JPEG encoding failed")
             micros = int(round(float(batch.timestamps[i]) * 1e6))
-            out.append(FRAME_HEADER.pack(FRAME_MAGIC, int(batch.first_frame) + i, micros) + jpeg.tobytes())
+            out.append(FRAME_HEADER.pack(FRAME_MAGIC, int(batch.first_frame) + i, micros)
+                       + encode_jpeg(frame, JPEG_QUALITY))
     return out
 
 
