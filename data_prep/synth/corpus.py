@@ -98,7 +98,10 @@ class SynthConfig:
         spread: std of the identity-basis perturbation; min_seconds/max_seconds: target
         clip length (sentences are drawn until the speech fits); piper_share: share of the
         identities speaking with the natural Piper voice (the others: eSpeak NG voices);
-        augment: the acoustic augmentation of every clip's speech (``AudioAugment(probability=0)``: clean).
+        augment: the acoustic augmentation of every clip's speech (``AudioAugment(probability=0)``: clean);
+        english_share: share of the sentences drawn from the English language model
+        (:mod:`.texts`: open vocabulary), the others from the small built-in grammar (0: the
+        corpora made before it, clip for clip).
     """
 
     clips: int = 200
@@ -109,6 +112,7 @@ class SynthConfig:
     max_seconds: float = 8.0
     piper_share: float = 0.35
     augment: AudioAugment = field(default_factory=AudioAugment)
+    english_share: float = 0.75
 
 
 def identity_voice(cfg: SynthConfig, person: int) -> str:
@@ -140,14 +144,19 @@ def clip_utterance(cfg: SynthConfig, index: int, voice: str):
     padded with silence, then acoustically augmented (``cfg.augment``)."""
     from .acoustics import augment_utterance
     from .speech import pad_silence, random_sentence
+    from .texts import english_text
 
     rng = np.random.default_rng([cfg.seed, 11, index])
+    text_rng = np.random.default_rng([cfg.seed, 19, index])  # apart: english_share 0 keeps old clips
     speak = _speaker(voice, rng)
     # About 2.2 words a second at these rates: keep one sentence shorter than the longest clip.
     max_words = int(np.clip(2.2 * (cfg.max_seconds - 0.8), 3, 14))
     words = []
     for _ in range(8):
-        words.append(random_sentence(rng, min_words=min(6, max_words), max_words=max_words))
+        if cfg.english_share > 0 and text_rng.random() < cfg.english_share:
+            words.append(english_text().sentence(text_rng, min_words=min(6, max_words), max_words=max_words))
+        else:
+            words.append(random_sentence(rng, min_words=min(6, max_words), max_words=max_words))
         utterance = speak(" ".join(words))
         if utterance.duration >= cfg.min_seconds - 0.6:
             break
@@ -274,14 +283,18 @@ def add_arguments(parser) -> None:
     parser.add_argument("--augment", type=float, default=0.7,
                         help="share of clips with acoustic augmentation (speed, room, noise, band, loudness; "
                              "default 0.7; 0: clean speech)")
+    parser.add_argument("--english-share", type=float, default=0.75,
+                        help="share of sentences drawn from pocketsphinx's English language model (open vocabulary; "
+                             "default 0.75), the others from the built-in 80-word grammar (0: grammar only)")
     parser.add_argument("--workers", type=int, default=1, help="processes (default 1)")
 
 
 def run_cli(args) -> int:
-    if not (0 <= args.piper_share <= 1 and 0 <= args.augment <= 1):
-        raise ValueError("--piper-share and --augment are shares: give values in [0, 1]")
+    if not all(0 <= v <= 1 for v in (args.piper_share, args.augment, args.english_share)):
+        raise ValueError("--piper-share, --augment and --english-share are shares: give values in [0, 1]")
     cfg = SynthConfig(args.clips, args.seed, args.clips_per_identity, args.spread, args.min_seconds,
-                      args.max_seconds, args.piper_share, AudioAugment(probability=args.augment))
+                      args.max_seconds, args.piper_share, AudioAugment(probability=args.augment),
+                      args.english_share)
     if cfg.clips < 1 or cfg.clips_per_identity < 1 or not 0.5 < cfg.min_seconds <= cfg.max_seconds:
         raise ValueError("need --clips >= 1, --clips-per-identity >= 1 and 0.5 < --min-seconds <= --max-seconds")
     summary = generate_corpus(args.out_dir, cfg, args.faces, args.workers)
