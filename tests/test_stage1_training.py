@@ -68,7 +68,7 @@ def test_audio2mesh_fit_resume_validate(whisper_corpus, tmp_path):
     assert batches and batches[0]["vertices"].shape[1:] == (32, 468, 3) and batches[0]["beta"].shape[-1] == 29
 
 
-@pytest.mark.parametrize("stage", ["audio2mesh", "pose_vqvae", "pose_mapper", "mesh2video"])
+@pytest.mark.parametrize("stage", ["audio2mesh", "pose_vqvae", "pose_mapper", "mesh2video", "in_context"])
 def test_recipe_checkpoints_keep_the_last_epoch_apart_from_the_best(stage, tmp_path):
     """The recipes' checkpoint callbacks on a model whose monitored metric gets worse every
     epoch: the best file stays at epoch 0, last.ckpt is the end of the last epoch (a lone
@@ -220,3 +220,31 @@ def test_audio2mesh_trains_on_wav2vec2_features_from_a_local_directory(tiny_synt
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
     metrics = cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)[0]
     assert metrics["val/lve"] > 0
+
+
+def test_in_context_fit_learns_and_resumes(whisper_corpus, tmp_path):
+    """MimicTalk's in-context motion model on the recipe: the codec's statistics come from the
+    training windows, the velocity loss falls below the zero field's (2 per channel for
+    standardised motion), and a resumed run keeps the statistics."""
+    from vividtalk.audio2mesh.flow_matching import cfm_loss, infill_mask
+
+    cli = cli_main(["fit", *recipe("in_context", tmp_path, whisper_corpus, "--trainer.max_steps", "60",
+                                   "--trainer.max_epochs", "100")])
+    module = cli.model
+    assert bool(module.fitted) and cli.trainer.global_step == 60
+    assert not torch.allclose(module.codec.std, torch.ones_like(module.codec.std))
+    batch = next(iter(cli.datamodule.train_dataloader()))
+    x1 = module.motion(batch)
+    assert x1.mean().abs() < 0.5 and 0.3 < x1.std() < 2.0  # standardised
+    target = infill_mask(len(x1), x1.shape[1], torch.Generator().manual_seed(0), drop_prompt=0.0)
+    module.eval()
+    with torch.no_grad():
+        losses = [cfm_loss(module.network, x1, batch["features"], target, torch.Generator().manual_seed(s))["loss"]
+                  for s in range(8)]
+    assert float(torch.stack(losses).mean()) < 1.5  # the untrained (zero) field scores about 2
+    assert "val/lve" in cli.trainer.callback_metrics
+    last = Path(cli.trainer.checkpoint_callback.dirpath) / "last.ckpt"
+    resumed = cli_main(["fit", *recipe("in_context", tmp_path, whisper_corpus, "--trainer.max_steps", "62",
+                                       "--trainer.max_epochs", "100"), "--ckpt_path", str(last)])
+    assert resumed.trainer.global_step == 62
+    assert torch.equal(resumed.model.codec.std, module.codec.std)

@@ -1,0 +1,113 @@
+"""LightningModule of the in-context stylised audio-to-motion model (MimicTalk's ICS-A2M).
+
+Trains :class:`~.flow_transformer.FlowMatchingTransformer` by audio-guided motion infilling
+with L_CFM (:mod:`.flow_matching`) on windows of the stage-1 corpus
+(:class:`vividtalk.data.stage1.AudioMeshDataModule`, cached audio features). A frame's motion
+is the :class:`~.motion_codec.MotionCodec` vector of its blendshapes, lip offsets and head pose
+(the pose relative to the window's first frame, :func:`~.pose_repr.pose_to_features`); the
+codec's statistics are measured on the training windows when fitting starts.
+
+Validation measures what the model is for: the first half of each window is the style prompt,
+the second half is generated from its audio (midpoint ODE, ``eval_steps``), and its lip vertex
+error against the real motion is logged (``val/lve``) with the velocity loss (``val/cfm``).
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+
+from ..eval.mesh import lip_vertex_error
+from ..face.model import FaceModel
+from .flow_matching import cfm_loss, infill_mask, sample
+from .flow_transformer import FlowMatchingTransformer
+from .losses import nonrigid_mesh
+from .module import adam
+from .motion_codec import MotionCodec
+from .pose_repr import FEATURE_DIM, pose_to_features
+
+
+class InContextMotionModule(pl.LightningModule):
+    """Flow-matching motion infilling.
+
+    Args:
+        network: the velocity field (its ``motion_dim`` must be the codec's).
+        lip_components: lip-offset PCA coefficients of the motion vector.
+        optimizer, lr_scheduler: callables (LightningCLI ``class_path`` in YAML).
+        min_target, max_target, max_segments, drop_prompt: the infilling masks (:func:`infill_mask`).
+        sigma_min: of the OT path. feature_dropout: dropout on the audio features in training.
+        stats_batches: training batches the codec statistics are measured on.
+        eval_steps: ODE steps of the validation samples.
+        face_model: path of a face model file; None for the packaged default.
+    """
+
+    def __init__(self, network: FlowMatchingTransformer, lip_components: int = 16, optimizer: OptimizerCallable = adam,
+                 lr_scheduler: LRSchedulerCallable | None = None, min_target: float = 0.3, max_target: float = 0.9,
+                 max_segments: int = 2, drop_prompt: float = 0.1, sigma_min: float = 0.0,
+                 feature_dropout: float = 0.1, stats_batches: int = 200, eval_steps: int = 10,
+                 face_model: str | None = None) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["network", "optimizer", "lr_scheduler"])
+        self.network = network
+        self.face = FaceModel.load(face_model) if face_model else FaceModel.default()
+        self.codec = MotionCodec(self.face.num_expressions, self.face.num_lip_vertices, lip_components, FEATURE_DIM)
+        if network.motion_dim != self.codec.dim:
+            raise ValueError(f"the network's motion_dim is {network.motion_dim} but the motion vector has "
+                             f"{self.codec.dim} channels ({self.face.num_expressions} blendshapes + {lip_components} "
+                             f"lip components + {FEATURE_DIM} pose): set network.init_args.motion_dim to {self.codec.dim}")
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+        self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
+
+    # ---------------------------------------------------------------- motion vectors
+    def motion(self, batch: dict) -> torch.Tensor:
+        """The normalised motion x_1 [B, T, D] of a batch."""
+        pose = pose_to_features(batch["pose"], batch["pose"][:, 0])  # [B, T, 6] relative to frame 0
+        return self.codec.encode(batch["beta"], batch["lip_offsets"], pose)
+
+    def on_fit_start(self) -> None:
+        if bool(self.fitted):
+            return
+        beta, lips, pose = [], [], []
+        for i, batch in enumerate(self.trainer.datamodule.train_dataloader()):
+            if i >= self.hparams.stats_batches:
+                break
+            beta.append(batch["beta"].flatten(0, 1))
+            lips.append(batch["lip_offsets"].flatten(0, 1))
+            pose.append(pose_to_features(batch["pose"], batch["pose"][:, 0]).flatten(0, 1))
+        fitted = MotionCodec.fit(torch.cat(beta), torch.cat(lips), torch.cat(pose), self.codec.lip_components)
+        self.codec.load_state_dict(fitted.state_dict())
+        self.codec.to(self.device)
+        self.fitted.fill_(True)
+
+    # ---------------------------------------------------------------- steps
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        x1 = self.motion(batch)
+        audio = torch.nn.functional.dropout(batch["features"], self.hparams.feature_dropout, training=True)
+        hp = self.hparams
+        target = infill_mask(x1.shape[0], x1.shape[1], None, hp.min_target, hp.max_target, hp.max_segments,
+                             hp.drop_prompt, x1.device)
+        loss = cfm_loss(self.network, x1, audio, target, None, hp.sigma_min)["loss"]
+        self.log("train/cfm", loss, prog_bar=True, batch_size=len(x1))
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        x1, audio = self.motion(batch), batch["features"]
+        generator = torch.Generator().manual_seed(batch_idx)
+        half = x1.shape[1] // 2
+        target = torch.zeros(x1.shape[:2], dtype=torch.bool, device=x1.device)
+        target[:, half:] = True
+        cfm = cfm_loss(self.network, x1, audio, target, generator, self.hparams.sigma_min)["loss"]
+        x = sample(self.network, audio, x1, ~target, ~target, self.hparams.eval_steps, "midpoint", 0.0, generator)
+        pred = self.codec.decode(x[:, half:])
+        identity = batch["identity"]
+        mesh_pred = nonrigid_mesh(self.face, pred["beta"], pred["lip_offsets"], identity)
+        mesh_true = nonrigid_mesh(self.face, batch["beta"][:, half:], batch["lip_offsets"][:, half:], identity)
+        lve = lip_vertex_error(mesh_pred, mesh_true, self.face.lip_indices).mean()
+        self.log_dict({"val/cfm": cfm, "val/lve": lve}, batch_size=len(x1), sync_dist=True)
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.network.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
