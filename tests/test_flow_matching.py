@@ -180,3 +180,20 @@ def test_network_shapes_and_zero_start():
     with pytest.raises(ValueError, match="max_frames"):
         net(torch.randn(1, 17, 6), torch.rand(1), torch.randn(1, 17, 5), torch.randn(1, 17, 6),
             torch.zeros(1, 17, dtype=torch.bool))
+
+
+def test_chunks_re_anchor_relative_channels_without_a_prompt():
+    """Channel 1 is measured from the window's first frame (as the head pose is): the field
+    returns each window's motion relative to its own first known frame, and the re-anchored
+    chunks join into one continuous, correctly offset track."""
+
+    class RelativeField(_TrackingField):
+        def forward(self, x_t, t, audio, context, known):
+            assert torch.allclose(context[:, 0, 1][known[:, 0]], torch.zeros(1)) or not known[:, 0].any()
+            return super().forward(x_t, t, audio, context, known)
+
+    audio = torch.randn(1, 120, 5) * 0.1
+    anchor = lambda m: torch.stack([torch.zeros_like(m[:, 0, 0]), m[:, 0, 1]], -1)[:, None]  # noqa: E731
+    chunked = sample_chunked(RelativeField(), audio, chunk=30, overlap=6, steps=2, method="euler", anchor=anchor)
+    whole = torch.cumsum(audio[0, :, :2], 0)
+    assert torch.allclose(chunked[0], whole, atol=1e-4)

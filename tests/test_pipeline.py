@@ -163,7 +163,7 @@ def test_options_are_keyword_arguments_without_passthrough():
     import inspect
 
     options = {"pose", "reference_video", "expression_scale", "blink", "seed", "generator", "temperature",
-               "output_size", "progress"}
+               "motion_model", "style_video", "cfg_scale", "steps", "output_size", "progress"}
     for fn, extra in ((VividTalkPipeline.__call__, {"batch_size"}), (VividTalkPipeline.plan, set()),
                       (VividTalkPipeline.write, {"batch_size"}), (generate, {"batch_size"})):
         params = inspect.signature(fn).parameters

@@ -47,7 +47,9 @@ def _generate(args: argparse.Namespace) -> int:
 
     options = dict(pose="video" if args.pose_video else args.pose, reference_video=args.pose_video,
                    expression_scale=args.expression_scale, blink=not args.no_blink, seed=args.seed,
-                   output_size=args.size, batch_size=args.batch_size, temperature=args.temperature)
+                   output_size=args.size, batch_size=args.batch_size, temperature=args.temperature,
+                   motion_model=args.motion_model or ("in_context" if args.style_video else None),
+                   style_video=args.style_video, cfg_scale=args.cfg_scale, steps=args.steps)
     start = time.perf_counter()
     path = generate(args.audio, args.image, output=args.output, weights=args.weights, device=args.device,
                     progress=not args.quiet, **options)
@@ -68,6 +70,13 @@ def _add_generate(sub) -> None:
     gen.add_argument("--no-blink", action="store_true", help="no blinking")
     gen.add_argument("--seed", type=int, default=0, help="seed of head motion and blinks (default 0)")
     gen.add_argument("--temperature", type=float, help="head-pose sampling temperature (default: trained)")
+    gen.add_argument("--motion-model", choices=["vividtalk", "in_context"],
+                     help="VividTalk's stage 1 or MimicTalk's in-context model (default: the pipeline's; "
+                          "in_context when --style-video is given)")
+    gen.add_argument("--style-video", help="in-context model: a clip of a person speaking (with sound) whose style "
+                                           "to imitate (its first 10 s)")
+    gen.add_argument("--cfg-scale", type=float, help="in-context model: guidance weight on the style (default: trained)")
+    gen.add_argument("--steps", type=int, help="in-context model: ODE steps (default: trained)")
     _add_render_options(gen)
     gen.set_defaults(func=_generate)
 
@@ -240,12 +249,18 @@ def _save_pipeline(args: argparse.Namespace) -> int:
 
     given = {"audio2mesh": args.audio2mesh, "pose_mapper": args.pose_mapper, "mesh2video": args.mesh2video}
     if args.base:
-        pipe = VividTalkPipeline.from_pretrained(args.base).replace_stages(given)
+        pipe = VividTalkPipeline.from_pretrained(args.base).replace_stages({**given, "in_context": args.in_context})
     elif None in given.values():
         missing = ", ".join(f"--{k.replace('_', '-')}" for k, v in given.items() if v is None)
         raise ValueError(f"missing {missing}: give all three checkpoints, or --base DIR for the stages not given")
     else:
         pipe = VividTalkPipeline.from_checkpoints(args.audio2mesh, args.pose_mapper, args.mesh2video)
+        if args.in_context:
+            pipe = pipe.replace_stages({"in_context": args.in_context})
+    if args.motion_model:
+        pipe = VividTalkPipeline(**{s: getattr(pipe, s) for s in ("audio2mesh", "pose_mapper", "mesh2video",
+                                                                  "in_context")},
+                                 config=pipe.config, motion_model=args.motion_model)
     if args.temperature is not None:  # an inference setting: stored in the pipeline's config
         pipe.pose_mapper.temperature = args.temperature
         pipe.config["pose_mapper"]["init_args"]["temperature"] = args.temperature
@@ -380,6 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     save.add_argument("--audio2mesh", help="stage 1 checkpoint (stages/audio2mesh.yaml)")
     save.add_argument("--pose-mapper", help="pose mapper checkpoint (stages/pose_mapper.yaml)")
     save.add_argument("--mesh2video", help="stage 2 checkpoint (stages/mesh2video.yaml)")
+    save.add_argument("--in-context", help="MimicTalk's in-context motion model checkpoint (stages/in_context.yaml)")
+    save.add_argument("--motion-model", choices=["vividtalk", "in_context"], help="the default motion model to store")
     save.add_argument("--base", help="a saved pipeline whose stages are kept where no checkpoint is given")
     save.add_argument("--output", required=True, help="the pipeline directory (config.json + model.safetensors)")
     save.add_argument("--temperature", type=float, help="head-pose sampling temperature to store (default: the run's)")

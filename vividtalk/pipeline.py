@@ -35,6 +35,7 @@ from .face.prepare import SourceFace, prepare_source, reference_poses
 
 MIN_AUDIO_SECONDS = 0.2
 POSE_MODES = ("audio", "still", "video")
+MOTION_MODELS = ("vividtalk", "in_context")
 
 
 def demo_weights_dir() -> Path:
@@ -89,12 +90,17 @@ class VividTalkPipeline:
     Args:
         audio2mesh, pose_mapper, mesh2video: the trained stage modules.
         config: each stage's ``{"class_path", "init_args"}`` (kept for :meth:`save_pretrained`).
+        in_context: optionally MimicTalk's in-context motion model
+            (:class:`~vividtalk.audio2mesh.in_context_module.InContextMotionModule`).
+        motion_model: the default motion model, "vividtalk" or "in_context" (saved with the pipeline).
     """
 
-    def __init__(self, audio2mesh, pose_mapper, mesh2video, config: dict | None = None) -> None:
+    def __init__(self, audio2mesh, pose_mapper, mesh2video, config: dict | None = None, in_context=None,
+                 motion_model: str = "vividtalk") -> None:
         self.audio2mesh, self.pose_mapper, self.mesh2video = audio2mesh, pose_mapper, mesh2video
-        self.config = config or {}
-        ids = {m.face.model_id for m in (audio2mesh, mesh2video)}
+        self.in_context, self.config = in_context, config or {}
+        self.motion_model = _check_motion_model(motion_model, in_context)
+        ids = {m.face.model_id for m in (audio2mesh, mesh2video) + ((in_context,) if in_context else ())}
         if len(ids) != 1:
             raise ValueError(f"the stages were trained with different face models: {sorted(ids)}")
         self.face = audio2mesh.face
@@ -102,7 +108,7 @@ class VividTalkPipeline:
             m.eval()
 
     def modules(self) -> list[torch.nn.Module]:
-        return [self.audio2mesh, self.pose_mapper, self.mesh2video]
+        return [self.audio2mesh, self.pose_mapper, self.mesh2video] + ([self.in_context] if self.in_context else [])
 
     @property
     def device(self) -> torch.device:
@@ -133,13 +139,17 @@ class VividTalkPipeline:
     def replace_stages(self, checkpoints: dict[str, str | None]) -> VividTalkPipeline:
         """A new pipeline with the stages whose Lightning checkpoint is given (name -> path or
         None) taken from those checkpoints and the others from this one."""
-        from .pretrained import STAGES, stage_from_checkpoint
+        from .pretrained import OPTIONAL_STAGES, STAGES, stage_from_checkpoint
 
-        modules, config = {s: getattr(self, s) for s in STAGES}, dict(self.config)
+        unknown = set(checkpoints) - set(STAGES + OPTIONAL_STAGES)
+        if unknown:
+            raise ValueError(f"unknown stages {sorted(unknown)}: known are {STAGES + OPTIONAL_STAGES}")
+        modules = {s: getattr(self, s) for s in STAGES + OPTIONAL_STAGES}
+        config = dict(self.config)
         for stage, path in checkpoints.items():
             if path is not None:
                 modules[stage], config[stage] = stage_from_checkpoint(path, stage)
-        return VividTalkPipeline(**modules, config=config)
+        return VividTalkPipeline(**modules, config=config, motion_model=self.motion_model)
 
     def save_pretrained(self, path: str | os.PathLike) -> Path:
         """Write ``config.json`` and ``model.safetensors`` to the directory ``path``."""
@@ -161,6 +171,10 @@ class VividTalkPipeline:
         seed: int | None = None,
         generator: torch.Generator | None = None,
         temperature: float | None = None,
+        motion_model: str | None = None,
+        style_video: str | os.PathLike | None = None,
+        cfg_scale: float | None = None,
+        steps: int | None = None,
         output_size: str = "crop",
         batch_size: int = 8,
         progress: bool = False,
@@ -183,6 +197,13 @@ class VividTalkPipeline:
                 ``seed=s`` equals ``generator=torch.Generator(device=pipe.device).manual_seed(s)``.
             temperature: the head-pose codebook sampling temperature (None: the trained
                 default; 0: the nearest code, nothing sampled).
+            motion_model: "vividtalk" (VividTalk's stage 1 and head-pose codebook) or
+                "in_context" (MimicTalk's flow-matching model: expression and head motion
+                styled by ``style_video``); None: the pipeline's default (:attr:`motion_model`).
+            style_video: a clip of a person speaking (a path, with sound) whose way of speaking
+                the in-context model imitates (its first 10 s are the prompt); None: unconditional.
+            cfg_scale, steps: the in-context model's guidance weight on the style prompt and its
+                ODE steps (None: its defaults).
             output_size: "crop" (256x256 frames) or "full" (the crop pasted back into the image).
             batch_size: frames rendered by stage 2 at a time.
             progress: show progress bars.
@@ -196,6 +217,7 @@ class VividTalkPipeline:
         """
         plan = self.plan(audio, image, pose=pose, reference_video=reference_video, expression_scale=expression_scale,
                          blink=blink, seed=seed, generator=generator, temperature=temperature,
+                         motion_model=motion_model, style_video=style_video, cfg_scale=cfg_scale, steps=steps,
                          output_size=output_size, progress=progress)
         return self._render(plan, None, batch_size, progress)
 
@@ -212,6 +234,10 @@ class VividTalkPipeline:
         seed: int | None = None,
         generator: torch.Generator | None = None,
         temperature: float | None = None,
+        motion_model: str | None = None,
+        style_video: str | os.PathLike | None = None,
+        cfg_scale: float | None = None,
+        steps: int | None = None,
         output_size: str = "crop",
         progress: bool = False,
     ) -> GenerationPlan:
@@ -219,7 +245,8 @@ class VividTalkPipeline:
 
         Args:
             audio, image, pose, reference_video, expression_scale, blink, seed, generator,
-                temperature, output_size: as for :meth:`__call__`, which documents them.
+                temperature, motion_model, style_video, cfg_scale, steps, output_size: as for
+                :meth:`__call__`, which documents them.
             progress: show a progress bar for stage 1.
 
         Returns:
@@ -236,19 +263,30 @@ class VividTalkPipeline:
             raise ValueError(f"output_size must be 'crop' or 'full', got {output_size!r}")
         if expression_scale < 0:
             raise ValueError(f"expression_scale must be >= 0, got {expression_scale}")
+        model = _check_motion_model(self.motion_model if motion_model is None else motion_model, self.in_context)
+        if style_video is not None and model != "in_context":
+            raise ValueError("style_video styles the in-context motion model: pass motion_model='in_context'")
         clock = _Clock(self.device)
         source = prepare_source(_read_image(image), self.face)
         clock.lap("source")
         dev, frames = self.device, num_frames(len(wav))
         wav_t = torch.from_numpy(wav).to(dev)
         identity = torch.from_numpy(source.identity).to(dev)[None]
-        bar = tqdm(total=frames, desc="audio to mesh", unit="frame", disable=not progress)
-        expr = motion.expression_track(self.audio2mesh, wav_t, identity, frames,
-                                       progress=lambda n: bar.update(n - bar.n))
-        bar.close()
-        clock.lap("expression")
         source_pose = torch.from_numpy(source.pose).to(dev)[None]
-        poses = self._poses(pose, reference_video, wav_t, identity, source_pose, frames, temperature, generator)
+        if model == "in_context":
+            prompt = None if style_video is None else self._style_prompt(style_video, progress)
+            expr, generated = motion.in_context_track(self.in_context, wav_t, frames, source_pose, prompt, cfg_scale,
+                                                      steps, generator)
+        else:
+            bar = tqdm(total=frames, desc="audio to mesh", unit="frame", disable=not progress)
+            expr = motion.expression_track(self.audio2mesh, wav_t, identity, frames,
+                                           progress=lambda n: bar.update(n - bar.n))
+            bar.close()
+        clock.lap("expression")
+        if model == "in_context" and pose == "audio":
+            poses = generated  # the in-context model's own head motion
+        else:
+            poses = self._poses(pose, reference_video, wav_t, identity, source_pose, frames, temperature, generator)
         clock.lap("pose")
         blinks = motion.blink_track(frames, blink_seed).to(dev) if blink else None
         vertices, beta = motion.driven_meshes(self.face, expr, motion.speech_gate(wav_t, frames),
@@ -354,6 +392,34 @@ class VividTalkPipeline:
                 yield from session.push(chunk)
             yield from session.flush()
 
+    def _style_prompt(self, video: str | os.PathLike, progress: bool, seconds: float = 10.0) -> dict:
+        """The in-context model's style prompt from a video of a person speaking: its first
+        ``seconds`` tracked and fitted (motion) and its sound encoded (audio features)."""
+        from .data.video import VideoError, iter_frames
+        from .face.prepare import track_and_fit
+
+        if not Path(video).is_file():
+            raise VideoError(f"style video not found: {video}")
+        limit = int(seconds * FPS)
+        frames = []
+        for frame in tqdm(iter_frames(video, fps=FPS), desc="reading the style video", unit="frame",
+                          disable=not progress):
+            frames.append(frame)
+            if len(frames) == limit:
+                break
+        if len(frames) < FPS:
+            raise VideoError(f"the style video has {len(frames)} frames; at least 1 s of a person speaking is needed")
+        try:
+            wav = load_audio(video)[: frames_to_samples(len(frames))]
+        except AudioError as err:
+            raise VideoError(f"the style video has no usable sound ({err}): the prompt needs the person's "
+                             "speech with their motion") from err
+        wav = np.pad(wav, (0, frames_to_samples(len(frames)) - len(wav)))
+        _, fit = track_and_fit(frames, self.face)
+        dev, module = self.device, self.in_context
+        features = motion.encode_frames(module.audio_encoder, torch.from_numpy(wav).to(dev), 0, len(frames))
+        return module.prompt(features, fit.beta.to(dev)[None], fit.lip_offsets.to(dev)[None], fit.pose.to(dev)[None])
+
     def _audio(self, audio) -> np.ndarray:
         wav = load_audio(audio, SAMPLE_RATE if isinstance(audio, (np.ndarray, torch.Tensor)) else None)
         if len(wav) < MIN_AUDIO_SECONDS * SAMPLE_RATE:
@@ -397,6 +463,10 @@ class VividTalkPipeline:
         seed: int | None = None,
         generator: torch.Generator | None = None,
         temperature: float | None = None,
+        motion_model: str | None = None,
+        style_video: str | os.PathLike | None = None,
+        cfg_scale: float | None = None,
+        steps: int | None = None,
         output_size: str = "crop",
         batch_size: int = 8,
         progress: bool = False,
@@ -407,11 +477,13 @@ class VividTalkPipeline:
         Args:
             output: the mp4 to write (its directory must exist; never a partial file).
             audio, image, pose, reference_video, expression_scale, blink, seed, generator,
-                temperature, output_size, batch_size, progress: as for :meth:`__call__`.
+                temperature, motion_model, style_video, cfg_scale, steps, output_size, batch_size,
+                progress: as for :meth:`__call__`.
         """
         _check_output_dir(output)
         plan = self.plan(audio, image, pose=pose, reference_video=reference_video, expression_scale=expression_scale,
                          blink=blink, seed=seed, generator=generator, temperature=temperature,
+                         motion_model=motion_model, style_video=style_video, cfg_scale=cfg_scale, steps=steps,
                          output_size=output_size, progress=progress)
         return self._render(plan, output, batch_size, progress)
 
@@ -465,6 +537,15 @@ def _random_source(seed: int | None, generator: torch.Generator | None,
     return generator, generator.initial_seed()
 
 
+def _check_motion_model(name: str, in_context) -> str:
+    if name not in MOTION_MODELS:
+        raise ValueError(f"motion_model must be one of {MOTION_MODELS}, got {name!r}")
+    if name == "in_context" and in_context is None:
+        raise ValueError("this pipeline has no in-context motion model: add one with "
+                         "`vividtalk save-pipeline --in-context CKPT` or use motion_model='vividtalk'")
+    return name
+
+
 def _check_output_dir(output: str | os.PathLike | None) -> None:
     """Refuse an output whose directory does not exist, before any work (VideoError)."""
     from .data.video import VideoError
@@ -499,6 +580,10 @@ def generate(
     seed: int | None = None,
     generator: torch.Generator | None = None,
     temperature: float | None = None,
+    motion_model: str | None = None,
+    style_video: str | os.PathLike | None = None,
+    cfg_scale: float | None = None,
+    steps: int | None = None,
     output_size: str = "crop",
     batch_size: int = 8,
     progress: bool = False,
@@ -512,8 +597,9 @@ def generate(
             :class:`VividTalkOutput`.
         weights: a saved pipeline directory (None: the packaged demo weights).
         device: the torch device to run on.
-        pose, reference_video, expression_scale, blink, seed, generator, temperature,
-            output_size, batch_size, progress: as for :meth:`VividTalkPipeline.__call__`.
+        pose, reference_video, expression_scale, blink, seed, generator, temperature, motion_model,
+            style_video, cfg_scale, steps, output_size, batch_size, progress: as for
+            :meth:`VividTalkPipeline.__call__`.
     """
     pipe = VividTalkPipeline.from_pretrained(weights, device=device)
     if audio is None:
@@ -523,7 +609,8 @@ def generate(
 
         image = default_portrait()
     options = dict(pose=pose, reference_video=reference_video, expression_scale=expression_scale, blink=blink,
-                   seed=seed, generator=generator, temperature=temperature, output_size=output_size,
+                   seed=seed, generator=generator, temperature=temperature, motion_model=motion_model,
+                   style_video=style_video, cfg_scale=cfg_scale, steps=steps, output_size=output_size,
                    batch_size=batch_size, progress=progress)
     if output is not None:
         return pipe.write(audio, image, output, **options)

@@ -151,7 +151,8 @@ def sample(network, audio: torch.Tensor, context: torch.Tensor, known: torch.Ten
 def sample_chunked(network, audio: torch.Tensor, prompt_audio: torch.Tensor | None = None,
                    prompt_motion: torch.Tensor | None = None, chunk: int = 200, overlap: int = 25,
                    steps: int = 10, method: str = "midpoint", cfg_scale: float = 0.0,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
+                   generator: torch.Generator | None = None,
+                   anchor: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """Motion for audio of any length, ``chunk`` new frames at a time.
 
     Each chunk is one infilling problem: [style prompt | the last ``overlap`` generated frames |
@@ -161,6 +162,10 @@ def sample_chunked(network, audio: torch.Tensor, prompt_audio: torch.Tensor | No
     Args:
         audio: [B, N, A] the driving audio's features.
         prompt_audio, prompt_motion: [B, P, A] and [B, P, D] the style prompt, or None.
+        anchor: for motion with channels measured from a window's first frame (the head pose):
+            known motion [B, n, D] -> the offset [B, 1, D] that makes its first frame the
+            reference. Without a prompt, each later chunk's window starts at the previous
+            chunk's tail, so the tail is re-anchored by it and the offset added back after.
     Returns:
         float [B, N, D].
     """
@@ -176,12 +181,14 @@ def sample_chunked(network, audio: torch.Tensor, prompt_audio: torch.Tensor | No
     for start in range(0, n, chunk):
         stop, tail = min(start + chunk, n), min(overlap, start)
         parts_a = ([prompt_audio] if p else []) + [audio[:, start - tail:stop]]
-        parts_m = ([prompt_motion] if p else []) + [out[:, start - tail:start], audio.new_zeros(b, stop - start, d)]
+        known_tail = out[:, start - tail:start]
+        offset = anchor(known_tail) if anchor is not None and not p and tail else audio.new_zeros(b, 1, d)
+        parts_m = ([prompt_motion] if p else []) + [known_tail - offset, audio.new_zeros(b, stop - start, d)]
         known = torch.zeros(b, p + tail + stop - start, dtype=torch.bool, device=audio.device)
         known[:, :p + tail] = True
         prompt = torch.zeros_like(known)
         prompt[:, :p] = True
         x = sample(network, torch.cat(parts_a, 1), torch.cat(parts_m, 1), known, prompt, steps, method,
                    cfg_scale, generator)
-        out[:, start:stop] = x[:, p + tail:]
+        out[:, start:stop] = x[:, p + tail:] + offset
     return out

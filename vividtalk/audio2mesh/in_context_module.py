@@ -7,6 +7,10 @@ is the :class:`~.motion_codec.MotionCodec` vector of its blendshapes, lip offset
 (the pose relative to the window's first frame, :func:`~.pose_repr.pose_to_features`); the
 codec's statistics are measured on the training windows when fitting starts.
 
+At inference (:meth:`InContextMotionModule.generate`) the audio is encoded by ``audio_encoder``
+(Whisper, as the cached features were), a style prompt (:meth:`InContextMotionModule.prompt`: a
+reference clip's features and motion) is the known context, and long audio is sampled in chunks.
+
 Validation measures what the model is for: the first half of each window is the style prompt,
 the second half is generated from its audio (midpoint ODE, ``eval_steps``), and its lip vertex
 error against the real motion is logged (``val/lve``) with the velocity loss (``val/cfm``).
@@ -17,10 +21,11 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
 
 from ..eval.mesh import lip_vertex_error
 from ..face.model import FaceModel
-from .flow_matching import cfm_loss, infill_mask, sample
+from .flow_matching import cfm_loss, infill_mask, sample, sample_chunked
 from .flow_transformer import FlowMatchingTransformer
 from .losses import nonrigid_mesh
 from .module import adam
@@ -33,6 +38,9 @@ class InContextMotionModule(pl.LightningModule):
 
     Args:
         network: the velocity field (its ``motion_dim`` must be the codec's).
+        audio_encoder: waveform [B, N] -> features [B, T, A] at inference (training reads the
+            corpus' cached features of the same encoder); None when only training.
+        cfg_scale, steps: the defaults of :meth:`generate` (guidance weight, midpoint ODE steps).
         lip_components: lip-offset PCA coefficients of the motion vector.
         optimizer, lr_scheduler: callables (LightningCLI ``class_path`` in YAML).
         min_target, max_target, max_segments, drop_prompt: the infilling masks (:func:`infill_mask`).
@@ -42,14 +50,15 @@ class InContextMotionModule(pl.LightningModule):
         face_model: path of a face model file; None for the packaged default.
     """
 
-    def __init__(self, network: FlowMatchingTransformer, lip_components: int = 16, optimizer: OptimizerCallable = adam,
+    def __init__(self, network: FlowMatchingTransformer, audio_encoder: nn.Module | None = None,
+                 cfg_scale: float = 2.0, steps: int = 10, lip_components: int = 16, optimizer: OptimizerCallable = adam,
                  lr_scheduler: LRSchedulerCallable | None = None, min_target: float = 0.3, max_target: float = 0.9,
                  max_segments: int = 2, drop_prompt: float = 0.1, sigma_min: float = 0.0,
                  feature_dropout: float = 0.1, stats_batches: int = 200, eval_steps: int = 10,
                  face_model: str | None = None) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["network", "optimizer", "lr_scheduler"])
-        self.network = network
+        self.save_hyperparameters(ignore=["network", "audio_encoder", "optimizer", "lr_scheduler"])
+        self.network, self.audio_encoder = network, audio_encoder
         self.face = FaceModel.load(face_model) if face_model else FaceModel.default()
         self.codec = MotionCodec(self.face.num_expressions, self.face.num_lip_vertices, lip_components, FEATURE_DIM)
         if network.motion_dim != self.codec.dim:
@@ -64,6 +73,43 @@ class InContextMotionModule(pl.LightningModule):
         """The normalised motion x_1 [B, T, D] of a batch."""
         pose = pose_to_features(batch["pose"], batch["pose"][:, 0])  # [B, T, 6] relative to frame 0
         return self.codec.encode(batch["beta"], batch["lip_offsets"], pose)
+
+    def prompt(self, features: torch.Tensor, beta: torch.Tensor, lip_offsets: torch.Tensor,
+               pose: torch.Tensor) -> dict[str, torch.Tensor]:
+        """A style prompt from a reference clip: ``features`` [1, P, A] of its audio and its
+        motion ``beta`` [1, P, K], ``lip_offsets`` [1, P, L, 3], ``pose`` [1, P, 7] (P frames)."""
+        if not features.shape[1] == beta.shape[1] == lip_offsets.shape[1] == pose.shape[1]:
+            raise ValueError("a style prompt's audio features and motion must have one row per frame each")
+        return {"features": features, "motion": self.motion({"beta": beta, "lip_offsets": lip_offsets, "pose": pose})}
+
+    def pose_anchor(self, x: torch.Tensor) -> torch.Tensor:
+        """The offset [B, 1, D] that re-measures normalised motion x [B, n, D]'s pose channels
+        from its first frame (raw' = raw - raw_0 is x' = x - x_0 - mean / std there)."""
+        offset = torch.zeros_like(x[:, :1])
+        pose = slice(self.codec.dim - self.codec.pose_dim, self.codec.dim)
+        offset[..., pose] = x[:, :1, pose] + (self.codec.mean / self.codec.std)[pose]
+        return offset
+
+    @torch.no_grad()
+    def generate(self, features: torch.Tensor, prompt: dict[str, torch.Tensor] | None = None,
+                 cfg_scale: float | None = None, steps: int | None = None, method: str = "midpoint",
+                 generator: torch.Generator | None = None, chunk: int = 200, overlap: int = 25) -> dict:
+        """Motion for audio features [1, T, A] (any T), styled by ``prompt`` (None: unconditional).
+
+        Returns:
+            ``beta`` [1, T, K], ``lip_offsets`` [1, T, L, 3], ``pose_features`` [1, T, 6]
+            (:func:`~.pose_repr.pose_to_features`, relative to the first generated frame).
+        """
+        cfg_scale = self.hparams.cfg_scale if cfg_scale is None else cfg_scale
+        steps = self.hparams.steps if steps is None else steps
+        p = 0 if prompt is None else prompt["features"].shape[1]
+        chunk = max(1, min(chunk, self.network.max_frames - p - overlap))
+        x = sample_chunked(self.network, features, None if prompt is None else prompt["features"],
+                           None if prompt is None else prompt["motion"], chunk, overlap, steps, method,
+                           cfg_scale if prompt is not None else 0.0, generator, self.pose_anchor)
+        x = x - self.pose_anchor(x)  # the pose measured from the first generated frame
+        out = self.codec.decode(x)
+        return {"beta": out["beta"], "lip_offsets": out["lip_offsets"], "pose_features": out["pose"]}
 
     def on_fit_start(self) -> None:
         if bool(self.fitted):

@@ -18,6 +18,7 @@ import torch
 CONFIG, WEIGHTS, FORMAT_VERSION = "config.json", "model.safetensors", 2
 # Version 1: written before stage 2 had the mesh flow (its stage 2 is the paper-literal variant).
 STAGES = ("audio2mesh", "pose_mapper", "mesh2video")
+OPTIONAL_STAGES = ("in_context",)  # MimicTalk's in-context motion model, when a pipeline has one
 _TRAINING_ONLY = ("optimizer", "optimizer_g", "optimizer_d", "lr_scheduler")
 _CLEARED = ("vqvae_checkpoint", "vgg_weights", "discriminator")
 
@@ -104,16 +105,18 @@ def save_pipeline(pipe, path: Path) -> Path:
                          "or from_pretrained)")
     path.mkdir(parents=True, exist_ok=True)
     tensors = {}
-    for stage in STAGES:
+    present = STAGES + tuple(s for s in OPTIONAL_STAGES if getattr(pipe, s, None) is not None)
+    for stage in present:
         skip = ("discriminator.",) + external_prefixes(getattr(pipe, stage))
         for key, value in getattr(pipe, stage).state_dict().items():
             if not key.startswith(skip):
                 tensors[f"{stage}.{key}"] = value.detach().cpu().contiguous()
-    stages = copy.deepcopy({s: pipe.config[s] for s in STAGES})
+    stages = copy.deepcopy({s: pipe.config[s] for s in present})
     vae = getattr(pipe.mesh2video, "motion_vae", None)
     if _motion_vae_args(stages) is not None and vae is not None:  # explicit: not left to a default
         _motion_vae_args(stages)["mesh_flow"] = vae.uses_mesh_flow
-    config = {"format_version": FORMAT_VERSION, "face_model_id": pipe.face.model_id, "stages": stages}
+    config = {"format_version": FORMAT_VERSION, "face_model_id": pipe.face.model_id, "stages": stages,
+              "motion_model": pipe.motion_model}
     tmp = path / (WEIGHTS + ".tmp")
     save_file(tensors, str(tmp))
     tmp.replace(path / WEIGHTS)
@@ -140,7 +143,7 @@ def load_pipeline(cls, path: Path):
     if config["format_version"] == 1 and _motion_vae_args(config["stages"]) is not None:
         _motion_vae_args(config["stages"]).setdefault("mesh_flow", False)
     modules = {}
-    for stage in STAGES:
+    for stage in STAGES + tuple(s for s in OPTIONAL_STAGES if s in config["stages"]):
         modules[stage] = build_stage(config["stages"][stage])
         face = getattr(modules[stage], "face", None)  # the pose mapper has none
         if face is not None and face.model_id != config["face_model_id"]:
@@ -149,4 +152,4 @@ def load_pipeline(cls, path: Path):
         prefix = stage + "."
         _load_state(modules[stage], {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)},
                     f"{stage} weights in {path}")
-    return cls(**modules, config=config["stages"])
+    return cls(**modules, config=config["stages"], motion_model=config.get("motion_model", "vividtalk"))
