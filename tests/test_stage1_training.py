@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -68,7 +69,8 @@ def test_audio2mesh_fit_resume_validate(whisper_corpus, tmp_path):
     assert batches and batches[0]["vertices"].shape[1:] == (32, 468, 3) and batches[0]["beta"].shape[-1] == 29
 
 
-@pytest.mark.parametrize("stage", ["audio2mesh", "pose_vqvae", "pose_mapper", "mesh2video", "in_context"])
+@pytest.mark.parametrize("stage", ["audio2mesh", "pose_vqvae", "pose_mapper", "mesh2video", "in_context",
+                                   "sync_expert"])
 def test_recipe_checkpoints_keep_the_last_epoch_apart_from_the_best(stage, tmp_path):
     """The recipes' checkpoint callbacks on a model whose monitored metric gets worse every
     epoch: the best file stays at epoch 0, last.ckpt is the end of the last epoch (a lone
@@ -248,3 +250,18 @@ def test_in_context_fit_learns_and_resumes(whisper_corpus, tmp_path):
                                        "--trainer.max_epochs", "100"), "--ckpt_path", str(last)])
     assert resumed.trainer.global_step == 62
     assert torch.equal(resumed.model.codec.std, module.codec.std)
+
+
+def test_sync_expert_recipe_trains_and_validates(whisper_corpus, tmp_path):
+    """The sync expert's recipe on the corpus: the contrastive loss falls from its chance level
+    log(number of compared windows) and validation reports offset detection."""
+    cli = cli_main(["fit", *recipe("sync_expert", tmp_path, whisper_corpus, "--trainer.max_steps", "40",
+                                   "--trainer.max_epochs", "100")])
+    metrics = cli.trainer.callback_metrics
+    assert {"val/loss", "val/offset_accuracy", "val/offset_within1"} <= set(metrics)
+    batch = next(iter(cli.datamodule.train_dataloader()))
+    module = cli.model.eval()
+    with torch.no_grad():
+        loss = module.contrastive_loss(module.lips(batch), batch["features"])
+    windows = len(batch["beta"]) * len(range(0, batch["beta"].shape[1] - 4, module.hparams.stride))
+    assert float(loss) < 0.8 * math.log(windows)

@@ -31,6 +31,7 @@ from .losses import nonrigid_mesh
 from .module import adam
 from .motion_codec import MotionCodec
 from .pose_repr import FEATURE_DIM, pose_to_features
+from .sync_expert import SyncExpert, lip_motion
 
 
 class InContextMotionModule(pl.LightningModule):
@@ -47,6 +48,12 @@ class InContextMotionModule(pl.LightningModule):
         sigma_min: of the OT path. feature_dropout: dropout on the audio features in training.
         stats_batches: training batches the codec statistics are measured on.
         eval_steps: ODE steps of the validation samples.
+        sync_expert, sync_checkpoint, sync_weight: MimicTalk's L_sync: a frozen
+            :class:`~.sync_expert.SyncExpert` of the sync recipe's architecture, its weights from
+            that recipe's Lightning checkpoint (keys ``expert.*``), and the loss weight (0: none).
+            The loss is 1 - the expert's agreement between the audio and the lips of the one-step
+            estimate x_1^ = x_t + (1 - t) v, over the target frames, weighted by t (x_1^ is
+            noise-dominated at small t).
         face_model: path of a face model file; None for the packaged default.
     """
 
@@ -55,6 +62,7 @@ class InContextMotionModule(pl.LightningModule):
                  lr_scheduler: LRSchedulerCallable | None = None, min_target: float = 0.3, max_target: float = 0.9,
                  max_segments: int = 2, drop_prompt: float = 0.1, sigma_min: float = 0.0,
                  feature_dropout: float = 0.1, stats_batches: int = 200, eval_steps: int = 10,
+                 sync_expert: SyncExpert | None = None, sync_checkpoint: str | None = None, sync_weight: float = 0.0,
                  face_model: str | None = None) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["network", "audio_encoder", "optimizer", "lr_scheduler"])
@@ -67,6 +75,18 @@ class InContextMotionModule(pl.LightningModule):
                              f"lip components + {FEATURE_DIM} pose): set network.init_args.motion_dim to {self.codec.dim}")
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
         self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
+        self.sync_expert = sync_expert  # None in a saved pipeline: only training uses it
+        if sync_expert is not None:
+            if sync_checkpoint is not None:
+                state = torch.load(sync_checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+                sync_expert.load_state_dict({k[7:]: v for k, v in state.items() if k.startswith("expert.")})
+            sync_expert.requires_grad_(False).eval()
+
+    def train(self, mode: bool = True) -> "InContextMotionModule":
+        super().train(mode)
+        if self.sync_expert is not None:
+            self.sync_expert.eval()  # frozen
+        return self
 
     # ---------------------------------------------------------------- motion vectors
     def motion(self, batch: dict) -> torch.Tensor:
@@ -112,6 +132,8 @@ class InContextMotionModule(pl.LightningModule):
         return {"beta": out["beta"], "lip_offsets": out["lip_offsets"], "pose_features": out["pose"]}
 
     def on_fit_start(self) -> None:
+        if self.hparams.sync_weight > 0 and self.sync_expert is None:
+            raise ValueError("sync_weight > 0 needs a sync_expert (and its sync_checkpoint)")
         if bool(self.fitted):
             return
         beta, lips, pose = [], [], []
@@ -133,9 +155,23 @@ class InContextMotionModule(pl.LightningModule):
         hp = self.hparams
         target = infill_mask(x1.shape[0], x1.shape[1], None, hp.min_target, hp.max_target, hp.max_segments,
                              hp.drop_prompt, x1.device)
-        loss = cfm_loss(self.network, x1, audio, target, None, hp.sigma_min)["loss"]
-        self.log("train/cfm", loss, prog_bar=True, batch_size=len(x1))
-        return loss
+        out = cfm_loss(self.network, x1, audio, target, None, hp.sigma_min)
+        self.log("train/cfm", out["loss"], prog_bar=True, batch_size=len(x1))
+        if hp.sync_weight <= 0:
+            return out["loss"]
+        sync = self.sync_loss(out["x1_hat"], batch, target, out["t"])
+        self.log("train/sync", sync, batch_size=len(x1))
+        return out["loss"] + hp.sync_weight * sync
+
+    def sync_loss(self, x1_hat: torch.Tensor, batch: dict, target: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """L_sync of one-step estimates x1_hat [B, T, D] against the batch's audio features."""
+        pred = self.codec.decode(x1_hat)
+        lips = lip_motion(self.face, pred["beta"], pred["lip_offsets"], batch["identity"])  # [B, T, 3L]
+        agreement = self.sync_expert(lips, batch["features"])  # [B, T - w + 1]
+        w = self.sync_expert.window
+        centre = target[:, w // 2: w // 2 + agreement.shape[1]].to(agreement.dtype)  # windows centred on targets
+        weight = centre * t[:, None]
+        return ((1 - agreement) * weight).sum() / weight.sum().clamp_min(1e-6)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         x1, audio = self.motion(batch), batch["features"]

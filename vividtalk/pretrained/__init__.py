@@ -20,7 +20,8 @@ CONFIG, WEIGHTS, FORMAT_VERSION = "config.json", "model.safetensors", 2
 STAGES = ("audio2mesh", "pose_mapper", "mesh2video")
 OPTIONAL_STAGES = ("in_context",)  # MimicTalk's in-context motion model, when a pipeline has one
 _TRAINING_ONLY = ("optimizer", "optimizer_g", "optimizer_d", "lr_scheduler")
-_CLEARED = ("vqvae_checkpoint", "vgg_weights", "discriminator")
+_TRAINING_MODULES = ("discriminator", "sync_expert")  # networks only a training loss uses
+_CLEARED = ("vqvae_checkpoint", "vgg_weights", "sync_checkpoint") + _TRAINING_MODULES
 
 
 def inference_spec(spec: dict) -> dict:
@@ -69,7 +70,7 @@ def external_prefixes(module: torch.nn.Module) -> tuple[str, ...]:
 def _load_state(module: torch.nn.Module, state: dict, what: str) -> None:
     missing, unexpected = module.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith(external_prefixes(module) or ("\0",))]
-    unexpected = [k for k in unexpected if not k.startswith("discriminator.")]
+    unexpected = [k for k in unexpected if not k.startswith(tuple(m + "." for m in _TRAINING_MODULES))]
     if missing or unexpected:
         raise ValueError(f"{what} does not match its configuration: missing {missing[:5]}, unexpected "
                          f"{unexpected[:5]}")
@@ -107,7 +108,7 @@ def save_pipeline(pipe, path: Path) -> Path:
     tensors = {}
     present = STAGES + tuple(s for s in OPTIONAL_STAGES if getattr(pipe, s, None) is not None)
     for stage in present:
-        skip = ("discriminator.",) + external_prefixes(getattr(pipe, stage))
+        skip = tuple(m + "." for m in _TRAINING_MODULES) + external_prefixes(getattr(pipe, stage))
         for key, value in getattr(pipe, stage).state_dict().items():
             if not key.startswith(skip):
                 tensors[f"{stage}.{key}"] = value.detach().cpu().contiguous()
