@@ -104,3 +104,20 @@ def test_eval_speech_cli_on_a_tiny_pipeline(tiny_pipeline_dir, tmp_path, capsys)
     empty.mkdir()
     assert main(["eval-speech", "--recordings", str(empty), "--output", str(tmp_path / "x.json")]) == 2
     assert "NAME.txt" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
+
+
+def test_tracked_video_follows_the_meshes():
+    """The measure on the rendered, tracked video sees the mouth motion stage 1 gave the meshes
+    (demo weights, the demo sentence, still head): the two gap tracks move together."""
+    from vividtalk.audio.io import load_audio
+    from vividtalk.face.visualize import default_portrait
+    from vividtalk.pipeline import VividTalkPipeline, demo_weights_dir
+    from vividtalk.speech_eval import mouth_gap_track, tracked_gap_track
+
+    pipe = VividTalkPipeline.from_pretrained()
+    wav = load_audio(demo_weights_dir() / "speech.wav")[: 16000 * 3]
+    meshes, neutral = mouth_gap_track(pipe, wav, default_portrait())
+    video, video_neutral = tracked_gap_track(pipe, wav, default_portrait())
+    assert meshes.shape == video.shape
+    assert np.corrcoef(meshes, video)[0, 1] > 0.6
+    assert 0.5 < video_neutral / neutral < 2.0  # the same identity, measured from its video

@@ -183,8 +183,9 @@ def _eval_speech(args: argparse.Namespace) -> int:
     for name, why in skipped.items():
         print(f"left out {name}: {why}", file=sys.stderr)
     pipe = _pipeline(args)
-    report = {**evaluate_speech(pipe, recordings, default_images(args.faces), progress=not args.quiet),
-              "left_out": skipped}
+    report = {**evaluate_speech(pipe, recordings, default_images(args.faces), progress=not args.quiet,
+                                tracked=args.tracked),
+              "measured_on": "rendered video, tracked" if args.tracked else "generated meshes", "left_out": skipped}
     _write_report(output, report)
     print(json.dumps(report["summary"], indent=1))
     print(f"wrote {output}")
@@ -211,6 +212,8 @@ def _add_eval_speech(sub) -> None:
     ev.add_argument("--weights", help="a saved pipeline directory (default: the packaged demo weights)")
     ev.add_argument("--audio2mesh", help="a stage-1 Lightning checkpoint to use instead of the pipeline's")
     ev.add_argument("--output", required=True, help="the JSON report")
+    ev.add_argument("--tracked", action="store_true",
+                    help="measure on the rendered video, tracked and fitted again, not on stage 1's meshes")
     ev.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
     ev.set_defaults(func=_eval_speech)

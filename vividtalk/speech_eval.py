@@ -70,18 +70,38 @@ def mouth_gap_track(pipeline, wav: np.ndarray, image) -> tuple[np.ndarray, float
     return lip_gap(face, plan.vertices).cpu().numpy() / height, float(lip_gap(face, neutral)[0]) / height
 
 
-def evaluate_speech(pipeline, recordings: list[Recording], images: list, progress: bool = True) -> dict:
+@torch.no_grad()
+def tracked_gap_track(pipeline, wav: np.ndarray, image) -> tuple[np.ndarray, float]:
+    """As :func:`mouth_gap_track`, measured on the rendered video: its frames (still head, no
+    blinks) tracked and fitted, the fitted meshes' gap in the canonical frame, float [T], and the
+    neutral gap of the fitted identity (in face heights of that identity)."""
+    from .face.prepare import track_and_fit
+
+    frames = pipeline(wav, image, pose="still", blink=False).frames
+    _, fit = track_and_fit(list(frames), pipeline.face)
+    face = pipeline.face
+    meshes = face.assemble(fit.beta, identity=fit.identity, lip_offsets=fit.lip_offsets)  # [T, V, 3]
+    neutral = face.assemble(torch.zeros_like(fit.beta[:1]), identity=fit.identity)  # [1, V, 3]
+    height = float(neutral[0, :, 1].max() - neutral[0, :, 1].min())
+    return lip_gap(face, meshes).cpu().numpy() / height, float(lip_gap(face, neutral)[0]) / height
+
+
+def evaluate_speech(pipeline, recordings: list[Recording], images: list, progress: bool = True,
+                    tracked: bool = False) -> dict:
     """Scores per (image, recording) and pooled over all of them.
 
     Args:
         images: face images (paths or arrays) whose identities the meshes take.
+        tracked: measure on the rendered, tracked video (:func:`tracked_gap_track`) instead of
+            the generated meshes.
     Returns:
         ``{"summary": pooled scores, "per_image": {image: pooled}, "items": [rows]}``.
     """
     rows = []
     jobs = [(i, r) for i in range(len(images)) for r in recordings]
+    track = tracked_gap_track if tracked else mouth_gap_track
     for i, rec in tqdm(jobs, desc="speech sync", disable=not progress):
-        gap, neutral = mouth_gap_track(pipeline, rec.wav, images[i])
+        gap, neutral = track(pipeline, rec.wav, images[i])
         rows.append({"image": _name(images[i], i), "recording": rec.name, "neutral_gap": neutral,
                      **speech_sync_scores(gap, neutral, rec.phones, rec.wav)})
     names = list(dict.fromkeys(r["image"] for r in rows))
