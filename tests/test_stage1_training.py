@@ -200,6 +200,15 @@ def test_bench_audio2mesh_reports_cached_and_uncached(capsys):
     assert json.loads(capsys.readouterr().out)["encoder_parameters"] < 1_000_000
 
 
+def test_bench_audio2mesh_times_the_in_context_model(capsys):
+    assert main(["bench", "audio2mesh", "--json", "--repeats", "1", "--seconds", "4", "--motion-model",
+                 "in_context"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["motion_model"] == "in_context" and report["output_shape"] == [1, 100, 51]
+    assert report["steps"] == 10 and report["method"] == "midpoint"
+    assert report["seconds_total"] > report["seconds_audio_encoder"] > 0 and report["seconds_total_with_prompt"] > 0
+
+
 def test_audio2mesh_trains_on_wav2vec2_features_from_a_local_directory(tiny_synth_corpus, tmp_path):
     """The other audio encoder of the front end: wav2vec2 read from a local directory, as the
     recipe's comment says (a tiny random model of the real class; nothing is downloaded)."""

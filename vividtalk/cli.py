@@ -31,7 +31,7 @@ def _bench(args: argparse.Namespace) -> int:
     from .benchmarks import run_benchmark
 
     kwargs = {"device": args.device}
-    for key in ("repeats", "batch_size", "size", "seconds", "weights", "encoder", "corpus", "workers"):
+    for key in ("repeats", "batch_size", "size", "seconds", "weights", "encoder", "corpus", "workers", "motion_model"):
         if getattr(args, key):
             kwargs[key] = getattr(args, key)
     if args.no_mesh_flow:
@@ -390,6 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--weights", default="", help="generate: a saved pipeline (default: the demo weights)")
     bench.add_argument("--encoder", default="", help="audio2mesh: the expression network's audio encoder, "
                                                      "whisper (default) or logmel")
+    bench.add_argument("--motion-model", default="", help="audio2mesh: vividtalk (default) or in_context "
+                                                         "(MimicTalk's flow-matching model)")
     bench.add_argument("--no-mesh-flow", action="store_true", help="mesh2video: the paper-literal variant (ablation)")
     bench.add_argument("--corpus", default="", help="loader, train: a prepared corpus (default: a fixture corpus)")
     bench.add_argument("--workers", type=int, default=0, help="loader: also time a DataLoader with this many workers")

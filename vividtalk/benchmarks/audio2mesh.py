@@ -7,6 +7,10 @@ mapper), the style from the identity, the autoregressive multi-branch transforme
 the codebook step by step and the decoder, and the assembly
 ``M_d = (S + alpha U_id + beta U_exp + O_lip) (x) P``. The networks are built from the stage
 recipes of a size (``stages/``) with random weights (speed does not depend on the weights).
+
+``motion_model="in_context"`` times MimicTalk's in-context model instead (``stages/in_context.yaml``):
+the Whisper encoder, then the flow-matching sampler at its default ODE steps (midpoint), without a
+style prompt and with a 10 s prompt under classifier-free guidance (two passes a step, batched).
 """
 
 from __future__ import annotations
@@ -48,9 +52,14 @@ def recipe_networks(size: str, encoder: str = "whisper") -> dict[str, torch.nn.M
 
 
 def bench_audio2mesh(device: str = "cpu", repeats: int = 5, seconds: float = 10.0, size: str = "demo",
-                     batch_size: int = 1, encoder: str = "whisper") -> dict:
+                     batch_size: int = 1, encoder: str = "whisper", motion_model: str = "vividtalk") -> dict:
     """Time stage 1 on ``seconds`` of speech (16 kHz) for ``batch_size`` sequences, audio
-    encoders included (``encoder``: the expression network's, "whisper" or "logmel")."""
+    encoders included (``encoder``: the expression network's, "whisper" or "logmel";
+    ``motion_model``: "vividtalk" or "in_context", see the module docstring)."""
+    if motion_model == "in_context":
+        return bench_in_context(device, repeats, seconds, size, batch_size)
+    if motion_model != "vividtalk":
+        raise ValueError(f"unknown motion_model {motion_model!r}; choose vividtalk or in_context")
     dev = torch.device(device)
     torch.manual_seed(0)
     nets = {k: v.to(dev) for k, v in recipe_networks(size, encoder).items()}
@@ -95,4 +104,44 @@ def bench_audio2mesh(device: str = "cpu", repeats: int = 5, seconds: float = 10.
         "seconds_expression_cached": expr_s, "seconds_expression_uncached": uncached_s,
         "seconds_pose": pose_s, "cache_speedup": uncached_s / expr_s,
         "realtime_factor": seconds * batch_size / total_s, "repeats": repeats, **environment(),
+    }
+
+
+def bench_in_context(device: str = "cpu", repeats: int = 5, seconds: float = 10.0, size: str = "demo",
+                     batch_size: int = 1, prompt_seconds: float = 10.0) -> dict:
+    """Time the in-context motion model (recipe ``in_context.yaml`` of ``size``, random weights)
+    on ``seconds`` of speech, without a prompt and with a ``prompt_seconds`` prompt (guided)."""
+    from ..audio2mesh.flow_matching import sample_chunked
+
+    if size not in OVERLAYS:
+        raise ValueError(f"unknown size {size!r}; choose one of {', '.join(OVERLAYS)}")
+    names = ["in_context.yaml"] + ([OVERLAYS[size] + "in_context.yaml"] if OVERLAYS[size] else [])
+    args = stages.model_args(*names)
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    network = stages.build(args["network"]).eval().to(dev)
+    encoder = stages.build(args["audio_encoder"]).eval().to(dev)
+    steps, cfg = args.get("steps", 10), args.get("cfg_scale", 2.0)
+    frames, p = int(round(seconds * 25)), int(round(prompt_seconds * 25))
+    wav = 0.1 * torch.randn(batch_size, frames * 640, device=dev)
+    prompt_audio = torch.randn(batch_size, p, network.audio_dim, device=dev)
+    prompt_motion = torch.randn(batch_size, p, network.motion_dim, device=dev)
+    chunk = min(200, network.max_frames - p - 25)
+
+    def run(prompted: bool) -> torch.Tensor:
+        features = encoder(wav)
+        extra = (prompt_audio, prompt_motion) if prompted else (None, None)
+        return sample_chunked(network, features, *extra, chunk=chunk, overlap=25, steps=steps, cfg_scale=cfg)
+
+    with torch.no_grad():
+        plain_s, out = median_seconds(lambda: run(False), dev, repeats)
+        prompted_s, _ = median_seconds(lambda: run(True), dev, repeats)
+        encoder_s, _ = median_seconds(lambda: encoder(wav), dev, repeats)
+    return {
+        "benchmark": "audio2mesh", "motion_model": "in_context", "device": str(dev), "size": size,
+        "parameters": sum(q.numel() for q in network.parameters()), "audio_seconds": seconds, "frames": frames,
+        "batch_size": batch_size, "steps": steps, "method": "midpoint", "cfg_scale": cfg,
+        "prompt_seconds": prompt_seconds, "output_shape": list(out.shape),
+        "seconds_total": plain_s, "seconds_total_with_prompt": prompted_s, "seconds_audio_encoder": encoder_s,
+        "realtime_factor": seconds * batch_size / plain_s, "repeats": repeats, **environment(),
     }
