@@ -77,12 +77,18 @@ class SyncExpertModule(pl.LightningModule):
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def _evaluate(self, batch: dict, stage: str) -> None:
         lips, audio = self.lips(batch), batch["features"]
         k = self.hparams.max_offset
         detected = offset_scores(self.expert, lips, audio, k).argmax(-1) - k  # [B]
-        self.log_dict({"val/loss": self.contrastive_loss(lips, audio),
-                       "val/offset_accuracy": (detected == 0).float().mean(),
-                       "val/offset_within1": (detected.abs() <= 1).float().mean()},
+        self.log_dict({f"{stage}/loss": self.contrastive_loss(lips, audio),
+                       f"{stage}/offset_accuracy": (detected == 0).float().mean(),
+                       f"{stage}/offset_within1": (detected.abs() <= 1).float().mean()},
                       batch_size=len(lips), sync_dist=True)
 
     def configure_optimizers(self):
