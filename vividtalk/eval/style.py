@@ -20,18 +20,20 @@ def style_statistics(motion: torch.Tensor) -> torch.Tensor:
     return torch.stack([motion.mean(-2), motion.std(-2, unbiased=False)], -2)
 
 
-def style_distance(generated: torch.Tensor, real: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+def style_distance(generated: torch.Tensor, real: torch.Tensor, scale: torch.Tensor | None = None,
+                   min_scale: float = 1e-3) -> torch.Tensor:
     """Mean |difference| of the style statistics of two motions [..., T, C] (any lengths T).
 
     Args:
         scale: [2, C] per-statistic spread to divide by (e.g. :func:`statistic_spread` of the
-            real motions of many people); None: 1.
+            real motions of many people); None: 1. min_scale: its floor (a channel no one moves
+            must not blow up the distance).
     Returns:
         [...] distances (0: the same style).
     """
     diff = (style_statistics(generated) - style_statistics(real)).abs()  # [..., 2, C]
     if scale is not None:
-        diff = diff / scale.clamp_min(1e-8)
+        diff = diff / scale.clamp_min(min_scale)
     return diff.mean((-2, -1))
 
 
