@@ -32,7 +32,7 @@ def test_every_recipe_writes_step_checkpoints():
         steps = [c["init_args"] for c in trainer["callbacks"] if c["class_path"].endswith("ModelCheckpoint")
                  and c["init_args"].get("every_n_train_steps")]
         assert len(steps) == 1 and steps[0]["every_n_train_steps"] > 0, path.name
-    assert full == 4  # audio2mesh, mesh2video, pose_mapper, pose_vqvae
+    assert full == 6  # audio2mesh, mesh2video, pose_mapper, pose_vqvae, in_context, sync_expert
 
 
 def vqvae_args(tmp_path: Path, corpus: Path, *extra: str) -> list[str]:

@@ -255,17 +255,8 @@ class VividTalkPipeline:
         """
         generator, blink_seed = _random_source(seed, generator, self.device)
         wav = self._audio(audio)
-        if pose not in POSE_MODES:
-            raise ValueError(f"pose must be one of {POSE_MODES}, got {pose!r}")
-        if (pose == "video") != (reference_video is not None):
-            raise ValueError("pose='video' needs reference_video (a path), and reference_video needs pose='video'")
-        if output_size not in ("crop", "full"):
-            raise ValueError(f"output_size must be 'crop' or 'full', got {output_size!r}")
-        if expression_scale < 0:
-            raise ValueError(f"expression_scale must be >= 0, got {expression_scale}")
         model = _check_motion_model(self.motion_model if motion_model is None else motion_model, self.in_context)
-        if style_video is not None and model != "in_context":
-            raise ValueError("style_video styles the in-context motion model: pass motion_model='in_context'")
+        _check_options(pose, reference_video, output_size, expression_scale, model, style_video)
         clock = _Clock(self.device)
         source = prepare_source(_read_image(image), self.face)
         clock.lap("source")
@@ -278,12 +269,9 @@ class VividTalkPipeline:
             expr, generated = motion.in_context_track(self.in_context, wav_t, frames, source_pose, prompt, cfg_scale,
                                                       steps, generator)
         else:
-            bar = tqdm(total=frames, desc="audio to mesh", unit="frame", disable=not progress)
-            expr = motion.expression_track(self.audio2mesh, wav_t, identity, frames,
-                                           progress=lambda n: bar.update(n - bar.n))
-            bar.close()
+            expr, generated = self._expression(wav_t, identity, frames, progress), None
         clock.lap("expression")
-        if model == "in_context" and pose == "audio":
+        if generated is not None and pose == "audio":
             poses = generated  # the in-context model's own head motion
         else:
             poses = self._poses(pose, reference_video, wav_t, identity, source_pose, frames, temperature, generator)
@@ -391,6 +379,13 @@ class VividTalkPipeline:
             for chunk in audio_chunks:
                 yield from session.push(chunk)
             yield from session.flush()
+
+    def _expression(self, wav: torch.Tensor, identity: torch.Tensor, frames: int, progress: bool) -> dict:
+        """VividTalk's stage 1 over the whole audio, with a progress bar."""
+        bar = tqdm(total=frames, desc="audio to mesh", unit="frame", disable=not progress)
+        expr = motion.expression_track(self.audio2mesh, wav, identity, frames, progress=lambda n: bar.update(n - bar.n))
+        bar.close()
+        return expr
 
     def _style_prompt(self, video: str | os.PathLike, progress: bool, seconds: float = 10.0) -> dict:
         """The in-context model's style prompt from a video of a person speaking: its first
@@ -535,6 +530,20 @@ def _random_source(seed: int | None, generator: torch.Generator | None,
     if not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     return generator, generator.initial_seed()
+
+
+def _check_options(pose: str, reference_video, output_size: str, expression_scale: float, model: str,
+                   style_video) -> None:
+    if pose not in POSE_MODES:
+        raise ValueError(f"pose must be one of {POSE_MODES}, got {pose!r}")
+    if (pose == "video") != (reference_video is not None):
+        raise ValueError("pose='video' needs reference_video (a path), and reference_video needs pose='video'")
+    if output_size not in ("crop", "full"):
+        raise ValueError(f"output_size must be 'crop' or 'full', got {output_size!r}")
+    if expression_scale < 0:
+        raise ValueError(f"expression_scale must be >= 0, got {expression_scale}")
+    if style_video is not None and model != "in_context":
+        raise ValueError("style_video styles the in-context motion model: pass motion_model='in_context'")
 
 
 def _check_motion_model(name: str, in_context) -> str:

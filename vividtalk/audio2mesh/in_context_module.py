@@ -65,7 +65,7 @@ class InContextMotionModule(pl.LightningModule):
                  sync_expert: SyncExpert | None = None, sync_checkpoint: str | None = None, sync_weight: float = 0.0,
                  face_model: str | None = None) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["network", "audio_encoder", "optimizer", "lr_scheduler"])
+        self.save_hyperparameters(ignore=["network", "audio_encoder", "sync_expert", "optimizer", "lr_scheduler"])
         self.network, self.audio_encoder = network, audio_encoder
         self.face = FaceModel.load(face_model) if face_model else FaceModel.default()
         self.codec = MotionCodec(self.face.num_expressions, self.face.num_lip_vertices, lip_components, FEATURE_DIM)
