@@ -307,3 +307,29 @@ def test_motion_is_deterministic(long_utterance, names, lip_geometry):
     assert not np.array_equal(a.beta, c.beta) and not np.array_equal(a.head, c.head)
     u1, u2 = motion.make_utterance(np.random.default_rng(4)), motion.make_utterance(np.random.default_rng(4))
     np.testing.assert_array_equal(u1.audio, u2.audio)
+
+
+def test_a_person_style_sets_the_mouth_and_head_amplitudes(papa, face_model):
+    """With a speaker's style the jaw follows its gain (the blend is linear in the targets) and
+    the head its mobility; without one nothing changes in the per-clip random stream."""
+    names = face_model.expression_names
+    frames = motion.num_frames(len(papa.audio))
+    base = {**visemes.speaking_style(np.random.default_rng(0)), "jaw": 0.8}
+    wide = {**base, "jaw": 0.96}  # targets stay below the clip at 1: the jaw scales by 1.2
+    jaw = names.index("jawOpen")
+    a = visemes.viseme_curves(papa.phonemes, frames, names, np.random.default_rng(5), style=base)[:, jaw]
+    b = visemes.viseme_curves(papa.phonemes, frames, names, np.random.default_rng(5), style=wide)[:, jaw]
+    moving = a > 1e-3
+    assert moving.sum() > 10 and np.allclose(b[moving] / a[moving], 1.2, rtol=1e-4)
+    # two utterances of one speaker keep its gains up to the 5 % jitter
+    c = visemes.viseme_curves(papa.phonemes, frames, names, np.random.default_rng(6), style=base)[:, jaw]
+    assert 0.9 < c.max() / a.max() < 1.11
+    times = (np.arange(frames) + 0.5) / FPS
+    activity = motion.speech_activity(papa.phonemes, frames)
+    stressed = motion.stressed_times(papa.phonemes)
+    one = motion.head_motion(times, stressed, activity, np.random.default_rng(1), mobility=np.ones(6))
+    two = motion.head_motion(times, stressed, activity, np.random.default_rng(1), mobility=2 * np.ones(6))
+    assert np.allclose(two[:, 1:], 2 * one[:, 1:], atol=1e-7)  # pitch also carries the nods
+    plain = visemes.viseme_curves(papa.phonemes, frames, names, np.random.default_rng(5))
+    again = visemes.viseme_curves(papa.phonemes, frames, names, np.random.default_rng(5), style=None)
+    assert np.array_equal(plain, again)

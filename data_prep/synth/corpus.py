@@ -101,7 +101,9 @@ class SynthConfig:
         augment: the acoustic augmentation of every clip's speech (``AudioAugment(probability=0)``: clean);
         english_share: share of the sentences drawn from the English language model
         (:mod:`.texts`: open vocabulary), the others from the small built-in grammar (0: the
-        corpora made before it, clip for clip).
+        corpora made before it, clip for clip); person_style: each identity speaks in its own
+        style (articulation gains, coarticulation timing, head mobility; recorded in the clip's
+        meta), as the in-context motion model's style prompts need; False: a style per clip.
     """
 
     clips: int = 200
@@ -113,6 +115,7 @@ class SynthConfig:
     piper_share: float = 0.35
     augment: AudioAugment = field(default_factory=AudioAugment)
     english_share: float = 0.75
+    person_style: bool = False
 
 
 def identity_voice(cfg: SynthConfig, person: int) -> str:
@@ -170,9 +173,10 @@ def synth_clip(cfg: SynthConfig, index: int, sources: list[tuple[str, SourceFace
                utterance=None) -> ClipData:
     """Generate clip ``index`` (deterministic in (cfg.seed, index)); ``utterance``: speak this
     instead of the clip's own sentence (e.g. a recording with its aligned phonemes)."""
-    from .motion import synth_motion
+    from .motion import person_style, synth_motion
 
     person = index // cfg.clips_per_identity
+    style = person_style(np.random.default_rng([cfg.seed, 23, person])) if cfg.person_style else None
     name, source = sources[person % len(sources)]
     shape_k = person // len(sources)
     utterance = utterance or clip_utterance(cfg, index, identity_voice(cfg, person))
@@ -180,7 +184,7 @@ def synth_clip(cfg: SynthConfig, index: int, sources: list[tuple[str, SourceFace
     lips = model.lip_indices
     motion = synth_motion(
         utterance, model.expression_names, model.num_lip_vertices, np.random.default_rng([cfg.seed, 13, index]),
-        lip_positions=model.mean[lips].numpy(), lip_basis=model.exp_basis[:, lips].numpy(),
+        lip_positions=model.mean[lips].numpy(), lip_basis=model.exp_basis[:, lips].numpy(), style=style,
     )
     identity = identity_shape(source, model, cfg.seed, shape_k, cfg.spread)
     pose = compose_pose(source.pose, motion.head)
@@ -195,7 +199,7 @@ def synth_clip(cfg: SynthConfig, index: int, sources: list[tuple[str, SourceFace
     meta = dict(source=f"synthetic:{name}", identity=f"{name}-shape{shape_k:03d}-{voice}",
                 face_model_id=model.model_id, synthetic=True, seed=cfg.seed, index=index, voice=voice,
                 rate=utterance.rate, pitch=utterance.pitch, text=utterance.text,
-                phonemes=[list(p) for p in utterance.phonemes])
+                phonemes=[list(p) for p in utterance.phonemes], **({"speaking_style": style} if style else {}))
     audio = np.pad(utterance.audio, (0, len(frames) * SAMPLES_PER_FRAME - len(utterance.audio)))
     return ClipData(frames, audio, arrays, meta)
 
@@ -286,6 +290,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--english-share", type=float, default=0.75,
                         help="share of sentences drawn from pocketsphinx's English language model (open vocabulary; "
                              "default 0.75), the others from the built-in 80-word grammar (0: grammar only)")
+    parser.add_argument("--person-style", action="store_true",
+                        help="each identity speaks in its own style (mouth gains, timing, head mobility), "
+                             "for the in-context motion model; default: a style per clip")
     parser.add_argument("--workers", type=int, default=1, help="processes (default 1)")
 
 
@@ -294,7 +301,7 @@ def run_cli(args) -> int:
         raise ValueError("--piper-share, --augment and --english-share are shares: give values in [0, 1]")
     cfg = SynthConfig(args.clips, args.seed, args.clips_per_identity, args.spread, args.min_seconds,
                       args.max_seconds, args.piper_share, AudioAugment(probability=args.augment),
-                      args.english_share)
+                      args.english_share, args.person_style)
     if cfg.clips < 1 or cfg.clips_per_identity < 1 or not 0.5 < cfg.min_seconds <= cfg.max_seconds:
         raise ValueError("need --clips >= 1, --clips-per-identity >= 1 and 0.5 < --min-seconds <= --max-seconds")
     summary = generate_corpus(args.out_dir, cfg, args.faces, args.workers)

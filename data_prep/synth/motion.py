@@ -293,19 +293,23 @@ HEAD_STD = (math.radians(1.8), math.radians(2.5), math.radians(1.0), 0.008, 0.00
 
 
 def head_motion(
-    times: np.ndarray, stressed: np.ndarray, activity: np.ndarray, rng: np.random.Generator
+    times: np.ndarray, stressed: np.ndarray, activity: np.ndarray, rng: np.random.Generator,
+    mobility: np.ndarray | None = None,
 ) -> np.ndarray:
     """Smooth head motion relative to the photo's pose, livelier while speaking.
 
     A sway (correlation ~0.25 s) scaled by a slow speech envelope, a slower drift, and small
     nods (pitch, chin down and back) at some stressed syllables.
 
+    Args:
+        mobility: [6] a speaker's own factors on the per-axis motion (None: drawn for this clip).
     Returns:
         float32 [T, 6]: (d_pitch, d_yaw, d_roll) rad, (d_tx, d_ty) face heights, d_log_scale.
     """
     fps = 1.0 / (times[1] - times[0]) if len(times) > 1 else 25.0
     num = len(times)
-    style = np.array(HEAD_STD) * rng.uniform(0.6, 1.4, 6)  # this speaker's mobility per axis
+    factors = rng.uniform(0.6, 1.4, 6)  # this speaker's mobility per axis
+    style = np.array(HEAD_STD) * (factors if mobility is None else np.asarray(mobility))
     envelope = 0.25 + 0.75 * gaussian_filter1d(activity.astype(np.float64), 0.3 * fps, mode="nearest")
     sway = smooth_noise(rng, num, 6, 0.25 * fps) * envelope[:, None]
     drift = smooth_noise(rng, num, 6, 1.0 * fps) * (0.3 + 0.4 * envelope[:, None])
@@ -319,7 +323,7 @@ def head_motion(
 
 def synth_motion(utterance: Utterance, expression_names: list[str], num_lip_vertices: int,
                  rng: np.random.Generator, fps: float = 25.0, lip_positions: np.ndarray | None = None,
-                 lip_basis: np.ndarray | None = None) -> Motion:
+                 lip_basis: np.ndarray | None = None, style: dict | None = None) -> Motion:
     """All per-frame motion of a synthetic clip, driven by the utterance's phoneme timings.
 
     Args:
@@ -331,6 +335,8 @@ def synth_motion(utterance: Utterance, expression_names: list[str], num_lip_vert
         lip_positions: float [L, 3] ``mean[lip_indices]``, optional, shapes the lip modes.
         lip_basis: float [K, L, 3] ``exp_basis[:, lip_indices]``, optional, keeps O_lip
             orthogonal to the blendshapes.
+        style: the speaker's style (:func:`person_style`: articulation and head mobility); None:
+            drawn for this clip alone.
     Returns:
         Motion with T = ceil(N * fps / 16000) frames.
     """
@@ -341,11 +347,19 @@ def synth_motion(utterance: Utterance, expression_names: list[str], num_lip_vert
     times = (np.arange(num) + 0.5) / fps
     activity = speech_activity(utterance.phonemes, num, fps)
     stressed = stressed_times(utterance.phonemes)
-    beta = viseme_curves(utterance.phonemes, num, names, rng, fps)
+    beta = viseme_curves(utterance.phonemes, num, names, rng, fps, style=None if style is None else style["mouth"])
     beta = add_expressions(beta, names, times, stressed, activity, rng)
     lips = lip_offsets(activity, num_lip_vertices, rng, fps, lip_positions, lip_basis)
-    head = head_motion(times, stressed, activity, rng)
+    head = head_motion(times, stressed, activity, rng, None if style is None else style["head"])
     return Motion(beta, lips, head, activity, fps)
+
+
+def person_style(rng: np.random.Generator) -> dict:
+    """One speaker's style: ``mouth`` (:func:`~.visemes.speaking_style`) and ``head`` [6]
+    mobility factors of :func:`head_motion`, in the ranges drawn per clip otherwise."""
+    from .visemes import speaking_style
+
+    return {"mouth": speaking_style(rng), "head": [float(x) for x in rng.uniform(0.6, 1.4, 6)]}
 
 
 def make_utterance(rng: np.random.Generator, pad: bool = True) -> Utterance:

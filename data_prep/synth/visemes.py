@@ -282,8 +282,18 @@ def blend(segments, grid: np.ndarray, target: np.ndarray, alpha: np.ndarray, tim
     return gaussian_filter1d(value / weight, sigma, axis=0, mode="nearest")
 
 
+def speaking_style(rng: np.random.Generator) -> dict:
+    """A speaker's articulation style: gains of the mouth targets ("strength", "jaw", "round",
+    "spread") and the time scale of coarticulation ("timing"), drawn in the ranges that
+    :func:`viseme_curves` draws per utterance."""
+    return {"strength": float(rng.uniform(0.8, 1.15)), "jaw": float(rng.uniform(0.8, 1.25)),
+            "round": float(rng.uniform(0.7, 1.3)), "spread": float(rng.uniform(0.7, 1.3)),
+            "timing": float(rng.uniform(0.8, 1.25))}
+
+
 def viseme_curves(phonemes: list[tuple[str, float, float]], num_frames: int, expression_names: list[str],
-                  rng: np.random.Generator, fps: float = 25.0, smooth_s: float = 0.015) -> np.ndarray:
+                  rng: np.random.Generator, fps: float = 25.0, smooth_s: float = 0.015,
+                  style: dict | None = None) -> np.ndarray:
     """Coarticulated mouth blendshape curves of an utterance, sampled at frame centres.
 
     The dominance blend is evaluated on a fine grid (``_GRID_HZ``), low-passed (articulator
@@ -296,6 +306,8 @@ def viseme_curves(phonemes: list[tuple[str, float, float]], num_frames: int, exp
         expression_names: K blendshape names (the face model's); unknown ones stay 0.
         rng: draws the per-utterance articulation style (strengths, timing) and jitter.
         smooth_s: std of the temporal low-pass, seconds (0 disables it; see :func:`blend`).
+        style: a speaker's :func:`speaking_style`, kept up to a +-5 % jitter per utterance
+            (None: a style drawn for this utterance alone).
     Returns:
         beta: float32 [T, K] in [0, 1]; only the mouth blendshapes are non-zero.
     """
@@ -308,6 +320,10 @@ def viseme_curves(phonemes: list[tuple[str, float, float]], num_frames: int, exp
     gains = {"strength": rng.uniform(0.8, 1.15), "jaw": rng.uniform(0.8, 1.25),
              "round": rng.uniform(0.7, 1.3), "spread": rng.uniform(0.7, 1.3), "other": 1.0}
     timing = rng.uniform(0.8, 1.25)
+    if style is not None:  # the speaker's own, drawn after the above so other draws stay put
+        jitter = rng.uniform(0.95, 1.05, 5)
+        gains.update({k: style[k] * j for k, j in zip(("strength", "jaw", "round", "spread"), jitter)})
+        timing = style["timing"] * jitter[4]
     target, alpha = _targets_and_dominance(segments, names, gains, rng)  # [S, K] each
     frame_times = (np.arange(num_frames) + 0.5) / fps
     margin = 4 * smooth_s  # the filters' reach: evaluate a little beyond the frames
