@@ -261,9 +261,7 @@ def _save_pipeline(args: argparse.Namespace) -> int:
         if args.in_context:
             pipe = pipe.replace_stages({"in_context": args.in_context})
     if args.motion_model:
-        pipe = VividTalkPipeline(**{s: getattr(pipe, s) for s in ("audio2mesh", "pose_mapper", "mesh2video",
-                                                                  "in_context")},
-                                 config=pipe.config, motion_model=args.motion_model)
+        pipe = pipe.replace_stages({}, motion_model=args.motion_model)
     if args.temperature is not None:  # an inference setting: stored in the pipeline's config
         pipe.pose_mapper.temperature = args.temperature
         pipe.config["pose_mapper"]["init_args"]["temperature"] = args.temperature

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Iterator
 
@@ -136,9 +137,10 @@ class VividTalkPipeline:
         return pipeline_from_checkpoints(cls, {"audio2mesh": audio2mesh, "pose_mapper": pose_mapper,
                                                "mesh2video": mesh2video})
 
-    def replace_stages(self, checkpoints: dict[str, str | None]) -> VividTalkPipeline:
+    def replace_stages(self, checkpoints: dict[str, str | None], motion_model: str | None = None) -> VividTalkPipeline:
         """A new pipeline with the stages whose Lightning checkpoint is given (name -> path or
-        None) taken from those checkpoints and the others from this one."""
+        None) taken from those checkpoints and the others from this one; ``motion_model``: its
+        default motion model (None: this one's)."""
         from .pretrained import OPTIONAL_STAGES, STAGES, stage_from_checkpoint
 
         unknown = set(checkpoints) - set(STAGES + OPTIONAL_STAGES)
@@ -149,7 +151,7 @@ class VividTalkPipeline:
         for stage, path in checkpoints.items():
             if path is not None:
                 modules[stage], config[stage] = stage_from_checkpoint(path, stage)
-        return VividTalkPipeline(**modules, config=config, motion_model=self.motion_model)
+        return VividTalkPipeline(**modules, config=config, motion_model=motion_model or self.motion_model)
 
     def save_pretrained(self, path: str | os.PathLike) -> Path:
         """Write ``config.json`` and ``model.safetensors`` to the directory ``path``."""
@@ -395,13 +397,8 @@ class VividTalkPipeline:
 
         if not Path(video).is_file():
             raise VideoError(f"style video not found: {video}")
-        limit = int(seconds * FPS)
-        frames = []
-        for frame in tqdm(iter_frames(video, fps=FPS), desc="reading the style video", unit="frame",
-                          disable=not progress):
-            frames.append(frame)
-            if len(frames) == limit:
-                break
+        frames = list(tqdm(islice(iter_frames(video, fps=FPS), int(seconds * FPS)), desc="reading the style video",
+                           unit="frame", disable=not progress))
         if len(frames) < FPS:
             raise VideoError(f"the style video has {len(frames)} frames; at least 1 s of a person speaking is needed")
         try:

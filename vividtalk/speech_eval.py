@@ -66,8 +66,7 @@ def mouth_gap_track(pipeline, wav: np.ndarray, image) -> tuple[np.ndarray, float
     face = pipeline.face.to(plan.vertices.device)
     neutral = face.assemble(torch.zeros_like(plan.beta[:1]),
                             identity=torch.from_numpy(plan.source.identity).to(plan.vertices), pose=plan.poses[:1])
-    height = float(neutral[0, :, 1].max() - neutral[0, :, 1].min())
-    return lip_gap(face, plan.vertices).cpu().numpy() / height, float(lip_gap(face, neutral)[0]) / height
+    return _gaps(face, plan.vertices, neutral)
 
 
 @torch.no_grad()
@@ -82,6 +81,11 @@ def tracked_gap_track(pipeline, wav: np.ndarray, image) -> tuple[np.ndarray, flo
     face = pipeline.face
     meshes = face.assemble(fit.beta, identity=fit.identity, lip_offsets=fit.lip_offsets)  # [T, V, 3]
     neutral = face.assemble(torch.zeros_like(fit.beta[:1]), identity=fit.identity)  # [1, V, 3]
+    return _gaps(face, meshes, neutral)
+
+
+def _gaps(face, meshes: torch.Tensor, neutral: torch.Tensor) -> tuple[np.ndarray, float]:
+    """Inner-lip gaps of meshes [T, V, 3] and of the neutral mesh [1, V, 3], in face heights of the neutral."""
     height = float(neutral[0, :, 1].max() - neutral[0, :, 1].min())
     return lip_gap(face, meshes).cpu().numpy() / height, float(lip_gap(face, neutral)[0]) / height
 

@@ -9,13 +9,14 @@ the dictionary's most frequent words have the words, word frequencies and word-b
 sequences of English. They need not make sense: lip motion depends on the sounds.
 
 Probabilities are asked through pocketsphinx's own ``NGramModel.prob`` (backed-off trigram
-probabilities, about 1.5 us a call); the distribution of the next word after each history is
-computed once and kept.
+probabilities, about 1.5 us a call); the distribution of the next word after a history is kept
+for the most recent ``_KEPT`` histories (64 KB each), so memory stays bounded on large corpora.
 """
 
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import numpy as np
 
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 _START, _END = "<s>", "</s>"
+_KEPT = 1024  # next-word distributions kept (least recently used dropped first)
 
 
 def _model_dir() -> Path:
@@ -55,14 +57,18 @@ class EnglishText:
         unigram = np.array([self.model.prob([w]) for w in words], np.float64)
         self.vocab = [words[i] for i in np.argsort(-unigram, kind="stable")[:vocabulary]] + [_END]
         self.temperature = temperature
-        self._dist: dict[tuple[str, str], np.ndarray] = {}
+        self._dist: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
 
     def _distribution(self, history: tuple[str, str]) -> np.ndarray:
         """P(next word | the two previous words) over ``vocab``, float64 [V + 1], sums to 1."""
-        if history not in self._dist:
-            score = np.array([self.model.prob([w, history[1], history[0]]) for w in self.vocab], np.float64)
-            p = np.exp((score - score.max()) * (np.log(1.0001) / self.temperature))  # log base 1.0001
-            self._dist[history] = p / p.sum()
+        if history in self._dist:
+            self._dist.move_to_end(history)
+            return self._dist[history]
+        score = np.array([self.model.prob([w, history[1], history[0]]) for w in self.vocab], np.float64)
+        p = np.exp((score - score.max()) * (np.log(1.0001) / self.temperature))  # log base 1.0001
+        self._dist[history] = p / p.sum()
+        if len(self._dist) > _KEPT:
+            self._dist.popitem(last=False)
         return self._dist[history]
 
     def sentence(self, rng: np.random.Generator, min_words: int = 6, max_words: int = 14) -> str:

@@ -28,7 +28,7 @@ from ..face.model import FaceModel
 from .flow_matching import cfm_loss, infill_mask, sample, sample_chunked
 from .flow_transformer import FlowMatchingTransformer
 from .losses import nonrigid_mesh
-from .module import adam
+from .module import adam, load_submodule
 from .motion_codec import MotionCodec
 from .pose_repr import FEATURE_DIM, pose_to_features
 from .sync_expert import SyncExpert, lip_motion
@@ -78,8 +78,7 @@ class InContextMotionModule(pl.LightningModule):
         self.sync_expert = sync_expert  # None in a saved pipeline: only training uses it
         if sync_expert is not None:
             if sync_checkpoint is not None:
-                state = torch.load(sync_checkpoint, map_location="cpu", weights_only=True)["state_dict"]
-                sync_expert.load_state_dict({k[7:]: v for k, v in state.items() if k.startswith("expert.")})
+                load_submodule(sync_expert, sync_checkpoint, "expert")
             sync_expert.requires_grad_(False).eval()
 
     def train(self, mode: bool = True) -> "InContextMotionModule":
@@ -91,8 +90,7 @@ class InContextMotionModule(pl.LightningModule):
     # ---------------------------------------------------------------- motion vectors
     def motion(self, batch: dict) -> torch.Tensor:
         """The normalised motion x_1 [B, T, D] of a batch."""
-        pose = pose_to_features(batch["pose"], batch["pose"][:, 0])  # [B, T, 6] relative to frame 0
-        return self.codec.encode(batch["beta"], batch["lip_offsets"], pose)
+        return self.codec.encode(batch["beta"], batch["lip_offsets"], _window_pose(batch["pose"]))
 
     def prompt(self, features: torch.Tensor, beta: torch.Tensor, lip_offsets: torch.Tensor,
                pose: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -142,7 +140,7 @@ class InContextMotionModule(pl.LightningModule):
                 break
             beta.append(batch["beta"].flatten(0, 1))
             lips.append(batch["lip_offsets"].flatten(0, 1))
-            pose.append(pose_to_features(batch["pose"], batch["pose"][:, 0]).flatten(0, 1))
+            pose.append(_window_pose(batch["pose"]).flatten(0, 1))
         fitted = MotionCodec.fit(torch.cat(beta), torch.cat(lips), torch.cat(pose), self.codec.lip_components)
         self.codec.load_state_dict(fitted.state_dict())
         self.codec.to(self.device)
@@ -193,3 +191,8 @@ class InContextMotionModule(pl.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
+
+
+def _window_pose(pose: torch.Tensor) -> torch.Tensor:
+    """Poses [B, T, 7] -> pose features [B, T, 6] relative to each window's first frame."""
+    return pose_to_features(pose, pose[:, 0])

@@ -27,6 +27,13 @@ def adam(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=1e-4)
 
 
+def load_submodule(module: nn.Module, checkpoint: str, prefix: str) -> None:
+    """Load into ``module`` the weights another run's Lightning checkpoint holds under
+    ``prefix.`` (e.g. the pose VQ-VAE of stage A, the sync expert); tensors only, no code runs."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    module.load_state_dict({k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + ".")})
+
+
 class Audio2MeshModule(pl.LightningModule):
     """Trains the multi-branch transformer with teacher forcing; validates autoregressively.
 

@@ -14,7 +14,7 @@ from pytorch_lightning.cli import OptimizerCallable
 from torch import nn
 
 from .codebook import perplexity
-from .module import adam
+from .module import adam, load_submodule
 from .pose_mapper import PoseMapper, generate_pose, map_to_pose
 from .pose_repr import pose_statistics, pose_to_features
 from .pose_vqvae import PoseVQVAE
@@ -135,8 +135,7 @@ class PoseMapperModule(pl.LightningModule):
         self.ce_weight, self.temperature = ce_weight, temperature
         self.vqvae, self.optimizer_factory = vqvae, optimizer
         if vqvae_checkpoint is not None:
-            state = torch.load(vqvae_checkpoint, map_location="cpu", weights_only=True)["state_dict"]
-            self.vqvae.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("vqvae.")})
+            load_submodule(self.vqvae, vqvae_checkpoint, "vqvae")
         self.vqvae.requires_grad_(False).eval()
 
     def train(self, mode: bool = True) -> PoseMapperModule:
