@@ -25,7 +25,7 @@ from vividtalk.data import (
     write_clip,
     write_features,
 )
-from vividtalk.data.stage1 import AudioMeshDataModule, AudioMeshWindows
+from vividtalk.data.stage1 import AudioMeshDataModule, AudioMeshWindows, PromptedWindows
 from vividtalk.data.stage2 import FramePairDataModule, FramePairs
 
 K, L, V, S = 29, 80, 468, 64
@@ -159,6 +159,35 @@ def test_stage1_cached_features(corpus):
     assert torch.equal(item["features"][:, 0], item["beta"][:, 0])
     with pytest.raises(ClipError, match="features must be"):
         write_features(clips[0], "bad", np.zeros((3, 5)))
+
+
+def test_stage1_prompts_come_from_another_clip_of_the_same_person(corpus):
+    """Each window's style prompt is another clip of its identity (clip seed in beta[:, 1],
+    frame in beta[:, 0], identity i // 2): random clips and starts in training, fixed ones in
+    validation; a clip whose identity has no other clip with audio gives no window."""
+    clips = list_clips(corpus)
+    torch.manual_seed(0)
+    ds = PromptedWindows(clips, window=20, stride=10, prompt=15)
+    assert {ds.clips[i].clip_id for i, _ in ds.index} == {f"c{i}" for i in range(6)}  # c6's partner c7 is silent
+    starts = set()
+    for k in range(len(ds)):
+        item = ds[k]
+        own, other = int(item["beta"][0, 1]), int(item["prompt_beta"][0, 1])
+        assert other != own and other // 2 == own // 2
+        assert item["prompt_audio"].shape == (15 * 640,) and item["prompt_pose"].shape == (15, 7)
+        first = int(item["prompt_beta"][0, 0])
+        assert torch.equal(item["prompt_beta"][:, 0], torch.arange(first, first + 15).float())  # contiguous
+        starts.add(first)
+    assert len(starts) > 1  # random starts
+    fixed = PromptedWindows(clips, window=20, stride=10, prompt=15, random=False)
+    twice = [[(int(fixed[k]["prompt_beta"][0, 1]), int(fixed[k]["prompt_beta"][0, 0])) for k in range(len(fixed))]
+             for _ in range(2)]
+    assert twice[0] == twice[1] and {s for _, s in twice[0]} == {0}
+    with pytest.raises(ValueError, match="clips-per-identity"):
+        PromptedWindows([clips[0], clips[2]], window=20, stride=10, prompt=15)
+    dm = AudioMeshDataModule(corpus, window=20, stride=10, batch_size=2, prompt=15)
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["prompt_beta"].shape == (2, 15, K) and batch["beta"].shape == (2, 20, K)
 
 
 def test_stage1_datamodule_and_ddp_shards(corpus):

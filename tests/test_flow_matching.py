@@ -197,3 +197,53 @@ def test_chunks_re_anchor_relative_channels_without_a_prompt():
     chunked = sample_chunked(RelativeField(), audio, chunk=30, overlap=6, steps=2, method="euler", anchor=anchor)
     whole = torch.cumsum(audio[0, :, :2], 0)
     assert torch.allclose(chunked[0], whole, atol=1e-4)
+
+
+def _prompted_module(**kw):
+    from vividtalk.audio2mesh.in_context_module import InContextMotionModule
+
+    torch.manual_seed(0)
+    net = FlowMatchingTransformer(51, 4, d_model=16, num_layers=1, num_heads=2, ffn_dim=32, dropout=0.0, max_frames=64)
+    nn.init.normal_(net.out.weight, std=0.1)
+    return InContextMotionModule(net, **kw).eval()
+
+
+def _takes(module, b, t, prefix=""):
+    g = torch.Generator().manual_seed(len(prefix) + t)
+    face = module.face
+    pose = torch.tensor([0.0, 0.0, 0.0, 128.0, 128.0, 0.0, 200.0]) + torch.randn(b, t, 7, generator=g)
+    return {f"{prefix}beta": torch.rand(b, t, face.num_expressions, generator=g) * 0.3,
+            f"{prefix}lip_offsets": torch.randn(b, t, face.num_lip_vertices, 3, generator=g) * 1e-3,
+            f"{prefix}pose": pose, f"{prefix}features": torch.randn(b, t, 4, generator=g)}
+
+
+def test_prompted_batches_train_as_prompts_are_used():
+    """A batch with prompts (another clip of the person) is one infilling problem [prompt |
+    window]: a prompt is known unless dropped (then every frame is generated), the window is
+    generated, with some of its own frames known (as a later chunk's tail) about half the time."""
+    module = _prompted_module(drop_prompt=0.25)
+    batch = {**_takes(module, 200, 12), **_takes(module, 200, 8, "prompt_")}
+    batch["identity"] = module.face.assemble(torch.zeros(200, module.face.num_expressions))
+    torch.manual_seed(0)
+    x1, audio, target = module.sequence(batch)
+    prompt = module.motion({k: batch[f"prompt_{k}"] for k in ("beta", "lip_offsets", "pose")})
+    assert torch.equal(x1[:, :8], prompt) and torch.equal(x1[:, 8:], module.motion(batch))
+    assert torch.equal(audio, torch.cat([batch["prompt_features"], batch["features"]], 1))
+    dropped = target[:, :8].all(1)
+    assert torch.equal(target[:, :8].any(1), dropped)  # a prompt is known or generated as a whole
+    assert target[dropped].all() and 0.15 < dropped.float().mean() < 0.35
+    window = target[~dropped, 8:]
+    assert window.any(1).all() and 0.35 < window.all(1).float().mean() < 0.65
+    loss = module.training_step(batch, 0)
+    assert torch.isfinite(loss)
+
+
+def test_generate_uses_the_first_max_prompt_frames_of_a_prompt():
+    module = _prompted_module(max_prompt=6, chunk=10, overlap=4, steps=2)
+    take = _takes(module, 1, 20)
+    long = module.prompt(take["features"], take["beta"], take["lip_offsets"], take["pose"])
+    short = {k: v[:, :6] for k, v in long.items()}
+    audio = torch.randn(1, 25, 4, generator=torch.Generator().manual_seed(3))
+    runs = [module.generate(audio, p, generator=torch.Generator().manual_seed(0)) for p in (long, short, None)]
+    assert torch.equal(runs[0]["beta"], runs[1]["beta"]) and runs[0]["beta"].shape == (1, 25, 29)
+    assert not torch.allclose(runs[0]["beta"], runs[2]["beta"])

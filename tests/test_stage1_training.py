@@ -239,8 +239,9 @@ def test_in_context_fit_learns_and_resumes(whisper_corpus, tmp_path):
     standardised motion), and a resumed run keeps the statistics."""
     from vividtalk.audio2mesh.flow_matching import cfm_loss, infill_mask
 
+    one_take = ("--data.init_args.prompt", "0")  # the tiny corpus has one clip per person: in-clip context
     cli = cli_main(["fit", *recipe("in_context", tmp_path, whisper_corpus, "--trainer.max_steps", "60",
-                                   "--trainer.max_epochs", "100")])
+                                   "--trainer.max_epochs", "100", *one_take)])
     module = cli.model
     assert bool(module.fitted) and cli.trainer.global_step == 60
     assert not torch.allclose(module.codec.std, torch.ones_like(module.codec.std))
@@ -256,7 +257,7 @@ def test_in_context_fit_learns_and_resumes(whisper_corpus, tmp_path):
     assert "val/lve" in cli.trainer.callback_metrics
     last = Path(cli.trainer.checkpoint_callback.dirpath) / "last.ckpt"
     resumed = cli_main(["fit", *recipe("in_context", tmp_path, whisper_corpus, "--trainer.max_steps", "62",
-                                       "--trainer.max_epochs", "100"), "--ckpt_path", str(last)])
+                                       "--trainer.max_epochs", "100", *one_take), "--ckpt_path", str(last)])
     assert resumed.trainer.global_step == 62
     assert torch.equal(resumed.model.codec.std, module.codec.std)
 

@@ -112,7 +112,7 @@ def test_sync_loss_is_one_minus_the_agreement_on_target_windows():
     target[:, 8:] = True
     t = torch.tensor([1.0, 0.5])
     with torch.no_grad():
-        got = module.sync_loss(x1, batch, target, t)
+        got = module.sync_loss(x1, batch["features"], batch["identity"], target, t)
         pred = module.codec.decode(x1)
         agree = module.sync_expert(lip_motion(module.face, pred["beta"], pred["lip_offsets"], batch["identity"]),
                                    batch["features"])  # [2, 16]: window i centred on frame i + 2

@@ -219,6 +219,49 @@ def _add_eval_speech(sub) -> None:
     ev.set_defaults(func=_eval_speech)
 
 
+def _eval_style(args: argparse.Namespace) -> int:
+    import json
+
+    from .pretrained import stage_from_checkpoint
+    from .style_eval import evaluate_style, format_rows, style_cases
+
+    output = _report_path(args.output)
+    pipe = _pipeline(args)
+    module = stage_from_checkpoint(args.in_context, "in_context")[0] if args.in_context else pipe.in_context
+    if module is None:
+        raise ValueError("the pipeline has no in-context motion model: give --in-context CKPT (stages/in_context.yaml)")
+    expert = stage_from_checkpoint(args.sync_expert, "sync_expert")[0].expert.eval() if args.sync_expert else None
+    cases = style_cases(args.corpus, args.features, args.frames, args.prompt_frames, args.split)
+    report = evaluate_style(module.cpu().eval(), cases, pipe.audio2mesh.cpu().eval(), expert, args.cfg_scales,
+                            args.steps, args.seeds, progress=not args.quiet)
+    _write_report(output, report)
+    print(format_rows(report))
+    print(f"wrote {output}")
+    return 0
+
+
+def _add_eval_style(sub) -> None:
+    ev = sub.add_parser("eval-style", help="the in-context motion model's speaking style on held-out people, "
+                                           "against VividTalk's stage 1 (LVE, FDD, style distances, sync)")
+    ev.add_argument("--corpus", required=True, help="a prepared corpus (vividtalk-prep synth --person-style) with "
+                                                    "cached features")
+    ev.add_argument("--in-context", help="an in-context model checkpoint (default: the pipeline's)")
+    ev.add_argument("--weights", help="a saved pipeline directory (default: the packaged demo weights)")
+    ev.add_argument("--audio2mesh", help="a stage-1 Lightning checkpoint to use instead of the pipeline's")
+    ev.add_argument("--sync-expert", help="a sync expert checkpoint (stages/sync_expert.yaml) for the sync score")
+    ev.add_argument("--features", default="whisper-tiny.en-w10", help="the cached features' name")
+    ev.add_argument("--split", default="test", help="corpus split (default: test)")
+    ev.add_argument("--frames", type=int, default=100, help="driven frames per clip (default 100)")
+    ev.add_argument("--prompt-frames", type=int, default=50, help="style prompt frames (default 50)")
+    ev.add_argument("--cfg-scales", type=float, nargs="+", default=[0.0, 1.0, 2.0, 3.0], help="guidance sweep")
+    ev.add_argument("--steps", type=int, nargs="+", default=[2, 5, 10], help="ODE steps sweep")
+    ev.add_argument("--seeds", type=int, default=3, help="samples per case for the diversity (default 3)")
+    ev.add_argument("--output", required=True, help="the JSON report")
+    ev.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
+    ev.add_argument("--quiet", action="store_true", help="no progress bars")
+    ev.set_defaults(func=_eval_style)
+
+
 def _eval(args: argparse.Namespace) -> int:
     from .eval.report import EvalWeights, evaluate_videos, format_table
 
@@ -371,6 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_eval_stage2(sub)
     _add_eval_speech(sub)
+    _add_eval_style(sub)
     for name in LIGHTNING_COMMANDS:  # parsed by the Lightning CLI (see `vividtalk fit --help`)
         sub.add_parser(name, help=f"{name} a stage with the Lightning CLI (--config stages/<stage>.yaml)",
                        add_help=False)

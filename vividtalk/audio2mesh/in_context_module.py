@@ -42,9 +42,17 @@ class InContextMotionModule(pl.LightningModule):
         audio_encoder: waveform [B, N] -> features [B, T, A] at inference (training reads the
             corpus' cached features of the same encoder); None when only training.
         cfg_scale, steps: the defaults of :meth:`generate` (guidance weight, midpoint ODE steps).
+        max_prompt, chunk, overlap: :meth:`generate`'s longest style prompt (its first frames
+            are used), new frames per chunk and frames a chunk continues from: keep
+            ``max_prompt + overlap + chunk`` within the sequences the model was trained on (a
+            prompted corpus: the data's ``prompt + window``).
         lip_components: lip-offset PCA coefficients of the motion vector.
         optimizer, lr_scheduler: callables (LightningCLI ``class_path`` in YAML).
         min_target, max_target, max_segments, drop_prompt: the infilling masks (:func:`infill_mask`).
+            Batches with prompts (``AudioMeshDataModule(prompt=P)``: another clip of the same
+            person) train as they are used: [prompt | window], the prompt known (dropped with
+            ``drop_prompt``), the window generated, half the time with segments of it known as
+            the previous chunk's tail is at inference.
         sigma_min: of the OT path. feature_dropout: dropout on the audio features in training.
         stats_batches: training batches the codec statistics are measured on.
         eval_steps: ODE steps of the validation samples.
@@ -58,7 +66,8 @@ class InContextMotionModule(pl.LightningModule):
     """
 
     def __init__(self, network: FlowMatchingTransformer, audio_encoder: nn.Module | None = None,
-                 cfg_scale: float = 2.0, steps: int = 10, lip_components: int = 16, optimizer: OptimizerCallable = adam,
+                 cfg_scale: float = 2.0, steps: int = 10, max_prompt: int = 250, chunk: int = 200,
+                 overlap: int = 25, lip_components: int = 16, optimizer: OptimizerCallable = adam,
                  lr_scheduler: LRSchedulerCallable | None = None, min_target: float = 0.3, max_target: float = 0.9,
                  max_segments: int = 2, drop_prompt: float = 0.1, sigma_min: float = 0.0,
                  feature_dropout: float = 0.1, stats_batches: int = 200, eval_steps: int = 10,
@@ -111,8 +120,9 @@ class InContextMotionModule(pl.LightningModule):
     @torch.no_grad()
     def generate(self, features: torch.Tensor, prompt: dict[str, torch.Tensor] | None = None,
                  cfg_scale: float | None = None, steps: int | None = None, method: str = "midpoint",
-                 generator: torch.Generator | None = None, chunk: int = 200, overlap: int = 25) -> dict:
-        """Motion for audio features [1, T, A] (any T), styled by ``prompt`` (None: unconditional).
+                 generator: torch.Generator | None = None) -> dict:
+        """Motion for audio features [1, T, A] (any T), styled by ``prompt`` (None: unconditional;
+        its first ``max_prompt`` frames are used).
 
         Returns:
             ``beta`` [1, T, K], ``lip_offsets`` [1, T, L, 3], ``pose_features`` [1, T, 6]
@@ -120,10 +130,13 @@ class InContextMotionModule(pl.LightningModule):
         """
         cfg_scale = self.hparams.cfg_scale if cfg_scale is None else cfg_scale
         steps = self.hparams.steps if steps is None else steps
+        hp = self.hparams
+        if prompt is not None:
+            prompt = {k: v[:, :hp.max_prompt] for k, v in prompt.items()}
         p = 0 if prompt is None else prompt["features"].shape[1]
-        chunk = max(1, min(chunk, self.network.max_frames - p - overlap))
+        chunk = max(1, min(hp.chunk, self.network.max_frames - p - hp.overlap))
         x = sample_chunked(self.network, features, None if prompt is None else prompt["features"],
-                           None if prompt is None else prompt["motion"], chunk, overlap, steps, method,
+                           None if prompt is None else prompt["motion"], chunk, hp.overlap, steps, method,
                            cfg_scale if prompt is not None else 0.0, generator, self.pose_anchor)
         x = x - self.pose_anchor(x)  # the pose measured from the first generated frame
         out = self.codec.decode(x)
@@ -147,42 +160,61 @@ class InContextMotionModule(pl.LightningModule):
         self.fitted.fill_(True)
 
     # ---------------------------------------------------------------- steps
+    def sequence(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A training batch as one infilling problem: motion x_1 [B, T, D], audio features
+        [B, T, A] and the target mask [B, T] (see the class docstring; T includes the prompt)."""
+        x1, audio, hp = self.motion(batch), batch["features"], self.hparams
+        b, n = x1.shape[:2]
+        if "prompt_beta" not in batch:
+            target = infill_mask(b, n, None, hp.min_target, hp.max_target, hp.max_segments, hp.drop_prompt, x1.device)
+            return x1, audio, target
+        prompt = self.motion({k: batch[f"prompt_{k}"] for k in ("beta", "lip_offsets", "pose")})
+        own = infill_mask(b, n, None, hp.min_target, hp.max_target, hp.max_segments, 0.5, x1.device)
+        dropped = (torch.rand(b, device=x1.device) < hp.drop_prompt)[:, None]
+        target = torch.cat([dropped.expand(b, prompt.shape[1]), own | dropped], 1)
+        return torch.cat([prompt, x1], 1), torch.cat([batch["prompt_features"], audio], 1), target
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        x1 = self.motion(batch)
-        audio = torch.nn.functional.dropout(batch["features"], self.hparams.feature_dropout, training=True)
+        x1, audio, target = self.sequence(batch)
         hp = self.hparams
-        target = infill_mask(x1.shape[0], x1.shape[1], None, hp.min_target, hp.max_target, hp.max_segments,
-                             hp.drop_prompt, x1.device)
-        out = cfm_loss(self.network, x1, audio, target, None, hp.sigma_min)
+        dropped = torch.nn.functional.dropout(audio, hp.feature_dropout, training=True)
+        out = cfm_loss(self.network, x1, dropped, target, None, hp.sigma_min)
         self.log("train/cfm", out["loss"], prog_bar=True, batch_size=len(x1))
         if hp.sync_weight <= 0:
             return out["loss"]
-        sync = self.sync_loss(out["x1_hat"], batch, target, out["t"])
+        sync = self.sync_loss(out["x1_hat"], audio, batch["identity"], target, out["t"])
         self.log("train/sync", sync, batch_size=len(x1))
         return out["loss"] + hp.sync_weight * sync
 
-    def sync_loss(self, x1_hat: torch.Tensor, batch: dict, target: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """L_sync of one-step estimates x1_hat [B, T, D] against the batch's audio features."""
+    def sync_loss(self, x1_hat: torch.Tensor, audio: torch.Tensor, identity: torch.Tensor, target: torch.Tensor,
+                  t: torch.Tensor) -> torch.Tensor:
+        """L_sync of one-step estimates x1_hat [B, T, D] against audio features [B, T, A] (the
+        identity shapes [B, V, 3]; target [B, T]; flow times t [B])."""
         pred = self.codec.decode(x1_hat)
-        lips = lip_motion(self.face, pred["beta"], pred["lip_offsets"], batch["identity"])  # [B, T, 3L]
-        agreement = self.sync_expert(lips, batch["features"])  # [B, T - w + 1]
+        lips = lip_motion(self.face, pred["beta"], pred["lip_offsets"], identity)  # [B, T, 3L]
+        agreement = self.sync_expert(lips, audio)  # [B, T - w + 1]
         w = self.sync_expert.window
         centre = target[:, w // 2: w // 2 + agreement.shape[1]].to(agreement.dtype)  # windows centred on targets
         weight = centre * t[:, None]
         return ((1 - agreement) * weight).sum() / weight.sum().clamp_min(1e-6)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """The window after its prompt (prompted batches) or its second half after its first."""
         x1, audio = self.motion(batch), batch["features"]
         generator = torch.Generator().manual_seed(batch_idx)
-        half = x1.shape[1] // 2
+        start = x1.shape[1] // 2
+        if "prompt_beta" in batch:
+            start = batch["prompt_beta"].shape[1]
+            prompt = self.motion({k: batch[f"prompt_{k}"] for k in ("beta", "lip_offsets", "pose")})
+            x1, audio = torch.cat([prompt, x1], 1), torch.cat([batch["prompt_features"], audio], 1)
         target = torch.zeros(x1.shape[:2], dtype=torch.bool, device=x1.device)
-        target[:, half:] = True
+        target[:, start:] = True
         cfm = cfm_loss(self.network, x1, audio, target, generator, self.hparams.sigma_min)["loss"]
         x = sample(self.network, audio, x1, ~target, ~target, self.hparams.eval_steps, "midpoint", 0.0, generator)
-        pred = self.codec.decode(x[:, half:])
-        identity = batch["identity"]
+        pred = self.codec.decode(x[:, start:])
+        identity, n = batch["identity"], x.shape[1] - start
         mesh_pred = nonrigid_mesh(self.face, pred["beta"], pred["lip_offsets"], identity)
-        mesh_true = nonrigid_mesh(self.face, batch["beta"][:, half:], batch["lip_offsets"][:, half:], identity)
+        mesh_true = nonrigid_mesh(self.face, batch["beta"][:, -n:], batch["lip_offsets"][:, -n:], identity)
         lve = lip_vertex_error(mesh_pred, mesh_true, self.face.lip_indices).mean()
         self.log_dict({"val/cfm": cfm, "val/lve": lve}, batch_size=len(x1), sync_dist=True)
 

@@ -110,7 +110,8 @@ def bench_audio2mesh(device: str = "cpu", repeats: int = 5, seconds: float = 10.
 def bench_in_context(device: str = "cpu", repeats: int = 5, seconds: float = 10.0, size: str = "demo",
                      batch_size: int = 1, prompt_seconds: float = 10.0) -> dict:
     """Time the in-context motion model (recipe ``in_context.yaml`` of ``size``, random weights)
-    on ``seconds`` of speech, without a prompt and with a ``prompt_seconds`` prompt (guided)."""
+    on ``seconds`` of speech, without a prompt and with a ``prompt_seconds`` prompt (guided; at most
+    the recipe's ``max_prompt`` frames, as ``generate`` uses), chunked as the recipe says."""
     from ..audio2mesh.flow_matching import sample_chunked
 
     if size not in OVERLAYS:
@@ -122,16 +123,17 @@ def bench_in_context(device: str = "cpu", repeats: int = 5, seconds: float = 10.
     network = stages.build(args["network"]).eval().to(dev)
     encoder = stages.build(args["audio_encoder"]).eval().to(dev)
     steps, cfg = args.get("steps", 10), args.get("cfg_scale", 2.0)
-    frames, p = int(round(seconds * 25)), int(round(prompt_seconds * 25))
+    overlap = args.get("overlap", 25)  # the recipe's chunking, and its longest prompt (what generate() uses)
+    frames, p = int(round(seconds * 25)), min(int(round(prompt_seconds * 25)), args.get("max_prompt", 250))
     wav = 0.1 * torch.randn(batch_size, frames * 640, device=dev)
     prompt_audio = torch.randn(batch_size, p, network.audio_dim, device=dev)
     prompt_motion = torch.randn(batch_size, p, network.motion_dim, device=dev)
-    chunk = min(200, network.max_frames - p - 25)
+    chunk = max(1, min(args.get("chunk", 200), network.max_frames - p - overlap))
 
     def run(prompted: bool) -> torch.Tensor:
         features = encoder(wav)
         extra = (prompt_audio, prompt_motion) if prompted else (None, None)
-        return sample_chunked(network, features, *extra, chunk=chunk, overlap=25, steps=steps, cfg_scale=cfg)
+        return sample_chunked(network, features, *extra, chunk=chunk, overlap=overlap, steps=steps, cfg_scale=cfg)
 
     with torch.no_grad():
         plain_s, out = median_seconds(lambda: run(False), dev, repeats)
@@ -141,7 +143,7 @@ def bench_in_context(device: str = "cpu", repeats: int = 5, seconds: float = 10.
         "benchmark": "audio2mesh", "motion_model": "in_context", "device": str(dev), "size": size,
         "parameters": sum(q.numel() for q in network.parameters()), "audio_seconds": seconds, "frames": frames,
         "batch_size": batch_size, "steps": steps, "method": "midpoint", "cfg_scale": cfg,
-        "prompt_seconds": prompt_seconds, "output_shape": list(out.shape),
+        "prompt_seconds": p / 25, "chunk": chunk, "overlap": overlap, "output_shape": list(out.shape),
         "seconds_total": plain_s, "seconds_total_with_prompt": prompted_s, "seconds_audio_encoder": encoder_s,
         "realtime_factor": seconds * batch_size / plain_s, "repeats": repeats, **environment(),
     }

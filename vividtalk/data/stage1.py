@@ -55,14 +55,64 @@ class AudioMeshWindows(Dataset):
         wav = clip.audio(start * SAMPLES_PER_FRAME, end * SAMPLES_PER_FRAME)
         return np.pad(wav, (0, (end - start) * SAMPLES_PER_FRAME - len(wav)))
 
+    def _rows(self, clip: Clip, start: int, end: int) -> dict[str, torch.Tensor]:
+        """Frames start:end of a clip: the targets and the audio signal, float32 tensors."""
+        item = {key: clip.rows(key, start, end) for key in ("beta", "lip_offsets", "pose")}
+        item["features" if self.features else "audio"] = self._signal(clip, start, end)
+        return {k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in item.items()}
+
     def __getitem__(self, k: int) -> dict:
         i, start = self.index[k]
-        clip, end = self.clips[i], start + self.window
-        item = {key: clip.rows(key, start, end) for key in ("beta", "lip_offsets", "pose")}
-        item["identity"] = clip.rows("identity")
-        item["features" if self.features else "audio"] = self._signal(clip, start, end)
-        item = {k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in item.items()}
+        clip = self.clips[i]
+        item = self._rows(clip, start, start + self.window)
+        item["identity"] = torch.from_numpy(np.array(clip.rows("identity"), dtype=np.float32))
         return {**item, "clip": i, "start": start}
+
+
+class PromptedWindows(AudioMeshWindows):
+    """Windows, each with a style prompt: ``prompt`` frames of *another* clip of the same
+    identity, as the in-context motion model is prompted at inference (another sentence of
+    the same person). Windows of identities with no such clip are left out.
+
+    Args:
+        clips, window, stride, features: as :class:`AudioMeshWindows`.
+        prompt: frames of a prompt.
+        random: draw the prompt's clip and start at random (training); otherwise the
+            identity's next clip from its first frame (validation: the same every epoch).
+
+    Item: :class:`AudioMeshWindows`' keys, and ``prompt_beta`` [prompt, K],
+    ``prompt_lip_offsets`` [prompt, L, 3], ``prompt_pose`` [prompt, 7] and ``prompt_features``
+    [prompt, D] (or ``prompt_audio`` [prompt * 640]).
+
+    Raises:
+        ValueError: no identity has two clips long enough.
+    """
+
+    def __init__(self, clips: list[Path], window: int = 50, stride: int = 25, features: str | None = None,
+                 prompt: int = 50, random: bool = True):
+        super().__init__(clips, window, stride, features)
+        self.prompt, self.random = prompt, random
+        people: dict[str, list[int]] = {}
+        for i, clip in enumerate(self.clips):
+            if len(clip) >= prompt:
+                people.setdefault(clip.identity, []).append(i)
+        self.partners = {i: [j for j in people.get(c.identity, []) if j != i] for i, c in enumerate(self.clips)}
+        self.index = [(i, s) for i, s in self.index if self.partners[i]]
+        if not self.index and clips:
+            raise ValueError(f"no identity has two clips of at least {prompt} frames: style prompts come from "
+                             "another clip of the same person (make the corpus with --clips-per-identity 2 or more)")
+
+    def __getitem__(self, k: int) -> dict:
+        item = super().__getitem__(k)
+        partners = self.partners[item["clip"]]
+        if self.random:
+            j = partners[int(torch.randint(len(partners), ()))]
+            start = int(torch.randint(len(self.clips[j]) - self.prompt + 1, ()))
+        else:
+            j = next((p for p in partners if p > item["clip"]), partners[0])
+            start = 0
+        prompt = self._rows(self.clips[j], start, start + self.prompt)
+        return {**item, **{f"prompt_{key}": v for key, v in prompt.items()}}
 
 
 class AudioMeshDataModule(pl.LightningDataModule):
@@ -73,6 +123,8 @@ class AudioMeshDataModule(pl.LightningDataModule):
         window: frames per training window; stride: frames between windows.
         features: cached feature name, or None for waveforms.
         batch_size, num_workers: DataLoader settings.
+        prompt: frames of a style prompt from another clip of the same identity with every
+            window (:class:`PromptedWindows`; 0: none).
     """
 
     def __init__(
@@ -83,18 +135,21 @@ class AudioMeshDataModule(pl.LightningDataModule):
         features: str | None = None,
         batch_size: int = 16,
         num_workers: int = 0,
+        prompt: int = 0,
     ) -> None:
         super().__init__()
         self.root, self.window, self.stride, self.features = Path(root), window, stride, features
+        self.prompt = prompt
         self.batch_size, self.num_workers = batch_size, num_workers
         self.datasets: dict[str, AudioMeshWindows] = {}
 
     def dataset(self, split: str) -> AudioMeshWindows:
         if split not in self.datasets:
             stride = self.stride if split == "train" else self.window
-            self.datasets[split] = AudioMeshWindows(
-                split_clips(self.root, split), self.window, stride, self.features
-            )
+            clips = split_clips(self.root, split)
+            self.datasets[split] = (
+                PromptedWindows(clips, self.window, stride, self.features, self.prompt, random=split == "train")
+                if self.prompt else AudioMeshWindows(clips, self.window, stride, self.features))
         return self.datasets[split]
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
