@@ -220,8 +220,6 @@ def _add_eval_speech(sub) -> None:
 
 
 def _eval_style(args: argparse.Namespace) -> int:
-    import json
-
     from .pretrained import stage_from_checkpoint
     from .style_eval import evaluate_style, format_rows, style_cases
 
