@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from .audio2mesh.losses import nonrigid_mesh
-from .audio2mesh.pose_repr import pose_to_features
+from .audio2mesh.pose_repr import relative_features
 from .audio2mesh.sync_expert import lip_motion
 from .data.clip import Clip
 from .data.manifest import split_clips
@@ -105,7 +105,7 @@ class StyleScorer:
         self.face, self.sync_expert = face, sync_expert
         self.upper, self.mouth = upper_face_vertices(face), mouth_channels(face)
         self.mouth_scale = statistic_spread([c.drive["beta"][0, :, self.mouth] for c in cases])
-        self.pose_scale = statistic_spread([_pose_features(c.drive["pose"])[0] for c in cases])
+        self.pose_scale = statistic_spread([relative_features(c.drive["pose"])[0] for c in cases])
 
     @torch.no_grad()
     def __call__(self, case: StyleCase, beta: torch.Tensor, lip_offsets: torch.Tensor,
@@ -120,16 +120,11 @@ class StyleScorer:
                "mouth_style": style_distance(beta[0, :, self.mouth], real["beta"][0, :, self.mouth],
                                              self.mouth_scale).item()}
         if pose_features is not None:
-            out["pose_style"] = style_distance(pose_features[0], _pose_features(real["pose"])[0], self.pose_scale).item()
+            out["pose_style"] = style_distance(pose_features[0], relative_features(real["pose"])[0], self.pose_scale).item()
         if self.sync_expert is not None:
             lips = lip_motion(self.face, beta, lip_offsets, identity)
             out["sync"] = self.sync_expert(lips, real["features"]).mean().item()
         return out
-
-
-def _pose_features(pose: torch.Tensor) -> torch.Tensor:
-    """Poses [B, T, 7] -> features [B, T, 6] relative to the first frame (as generated)."""
-    return pose_to_features(pose, pose[:, 0])
 
 
 def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -181,7 +176,7 @@ def evaluate_style(module, cases: list[StyleCase], audio2mesh=None, sync_expert=
     jobs += [(f"in-context, same prompt, w {w:g}, {n0} steps", "same", w, n0, 1) for w in cfg_scales if w != w0]
     jobs += [(f"in-context, same prompt, w {w0:g}, {n} steps", "same", w0, n, 1) for n in steps if n != n0]
     rows = {"real motion": _mean([scorer(c, c.drive["beta"], c.drive["lip_offsets"],
-                                         _pose_features(c.drive["pose"])) for c in cases])}
+                                         relative_features(c.drive["pose"])) for c in cases])}
     if audio2mesh is not None:
         rows["VividTalk stage 1"] = evaluate_stage1(audio2mesh, cases, scorer)
     for name, prompt, w, n, k in tqdm(jobs, desc="style evaluation", disable=not progress):

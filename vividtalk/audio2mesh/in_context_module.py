@@ -30,7 +30,7 @@ from .flow_transformer import FlowMatchingTransformer
 from .losses import nonrigid_mesh
 from .module import adam, load_submodule
 from .motion_codec import MotionCodec
-from .pose_repr import FEATURE_DIM, pose_to_features
+from .pose_repr import FEATURE_DIM, relative_features
 from .sync_expert import SyncExpert, lip_motion
 
 
@@ -99,7 +99,7 @@ class InContextMotionModule(pl.LightningModule):
     # ---------------------------------------------------------------- motion vectors
     def motion(self, batch: dict) -> torch.Tensor:
         """The normalised motion x_1 [B, T, D] of a batch."""
-        return self.codec.encode(batch["beta"], batch["lip_offsets"], _window_pose(batch["pose"]))
+        return self.codec.encode(batch["beta"], batch["lip_offsets"], relative_features(batch["pose"]))
 
     def prompt(self, features: torch.Tensor, beta: torch.Tensor, lip_offsets: torch.Tensor,
                pose: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -128,9 +128,9 @@ class InContextMotionModule(pl.LightningModule):
             ``beta`` [1, T, K], ``lip_offsets`` [1, T, L, 3], ``pose_features`` [1, T, 6]
             (:func:`~.pose_repr.pose_to_features`, relative to the first generated frame).
         """
-        cfg_scale = self.hparams.cfg_scale if cfg_scale is None else cfg_scale
-        steps = self.hparams.steps if steps is None else steps
         hp = self.hparams
+        cfg_scale = hp.cfg_scale if cfg_scale is None else cfg_scale
+        steps = hp.steps if steps is None else steps
         if prompt is not None:
             prompt = {k: v[:, :hp.max_prompt] for k, v in prompt.items()}
         p = 0 if prompt is None else prompt["features"].shape[1]
@@ -153,7 +153,7 @@ class InContextMotionModule(pl.LightningModule):
                 break
             beta.append(batch["beta"].flatten(0, 1))
             lips.append(batch["lip_offsets"].flatten(0, 1))
-            pose.append(_window_pose(batch["pose"]).flatten(0, 1))
+            pose.append(relative_features(batch["pose"]).flatten(0, 1))
         fitted = MotionCodec.fit(torch.cat(beta), torch.cat(lips), torch.cat(pose), self.codec.lip_components)
         self.codec.load_state_dict(fitted.state_dict())
         self.codec.to(self.device)
@@ -163,16 +163,23 @@ class InContextMotionModule(pl.LightningModule):
     def sequence(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """A training batch as one infilling problem: motion x_1 [B, T, D], audio features
         [B, T, A] and the target mask [B, T] (see the class docstring; T includes the prompt)."""
-        x1, audio, hp = self.motion(batch), batch["features"], self.hparams
-        b, n = x1.shape[:2]
-        if "prompt_beta" not in batch:
+        x1, audio, p = self._with_prompt(batch)
+        hp, b, n = self.hparams, x1.shape[0], x1.shape[1] - p
+        if not p:
             target = infill_mask(b, n, None, hp.min_target, hp.max_target, hp.max_segments, hp.drop_prompt, x1.device)
             return x1, audio, target
-        prompt = self.motion({k: batch[f"prompt_{k}"] for k in ("beta", "lip_offsets", "pose")})
         own = infill_mask(b, n, None, hp.min_target, hp.max_target, hp.max_segments, 0.5, x1.device)
         dropped = (torch.rand(b, device=x1.device) < hp.drop_prompt)[:, None]
-        target = torch.cat([dropped.expand(b, prompt.shape[1]), own | dropped], 1)
-        return torch.cat([prompt, x1], 1), torch.cat([batch["prompt_features"], audio], 1), target
+        return x1, audio, torch.cat([dropped.expand(b, p), own | dropped], 1)
+
+    def _with_prompt(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """A batch's motion [B, P + T, D] and audio features [B, P + T, A] with its prompts
+        (``prompt_*`` keys, P frames) in front; P = 0 for a batch without prompts."""
+        x1, audio = self.motion(batch), batch["features"]
+        if "prompt_beta" not in batch:
+            return x1, audio, 0
+        prompt = self.motion({k: batch[f"prompt_{k}"] for k in ("beta", "lip_offsets", "pose")})
+        return torch.cat([prompt, x1], 1), torch.cat([batch["prompt_features"], audio], 1), prompt.shape[1]
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         x1, audio, target = self.sequence(batch)
@@ -200,13 +207,9 @@ class InContextMotionModule(pl.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         """The window after its prompt (prompted batches) or its second half after its first."""
-        x1, audio = self.motion(batch), batch["features"]
+        x1, audio, start = self._with_prompt(batch)
+        start = start or x1.shape[1] // 2
         generator = torch.Generator().manual_seed(batch_idx)
-        start = x1.shape[1] // 2
-        if "prompt_beta" in batch:
-            start = batch["prompt_beta"].shape[1]
-            prompt = self.motion({k: batch[f"prompt_{k}"] for k in ("beta", "lip_offsets", "pose")})
-            x1, audio = torch.cat([prompt, x1], 1), torch.cat([batch["prompt_features"], audio], 1)
         target = torch.zeros(x1.shape[:2], dtype=torch.bool, device=x1.device)
         target[:, start:] = True
         cfm = cfm_loss(self.network, x1, audio, target, generator, self.hparams.sigma_min)["loss"]
@@ -223,8 +226,3 @@ class InContextMotionModule(pl.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
-
-
-def _window_pose(pose: torch.Tensor) -> torch.Tensor:
-    """Poses [B, T, 7] -> pose features [B, T, 6] relative to each window's first frame."""
-    return pose_to_features(pose, pose[:, 0])

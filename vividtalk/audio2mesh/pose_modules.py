@@ -16,7 +16,7 @@ from torch import nn
 from .codebook import perplexity
 from .module import adam, load_submodule
 from .pose_mapper import PoseMapper, generate_pose, map_to_pose
-from .pose_repr import pose_statistics, pose_to_features
+from .pose_repr import pose_statistics, pose_to_features, relative_features
 from .pose_vqvae import PoseVQVAE
 
 CROP = 256.0
@@ -28,7 +28,7 @@ def window_features(pose: torch.Tensor, multiple: int) -> torch.Tensor:
     """Pose windows [B, T, 7] -> features relative to their first frame [B, T', 6], T' the
     largest multiple of ``multiple`` not above T."""
     length = pose.shape[1] - pose.shape[1] % multiple
-    return pose_to_features(pose[:, :length], pose[:, 0])
+    return relative_features(pose[:, :length])
 
 
 def initial_pose(pose0: torch.Tensor, face_height: float = 0.6 * CROP) -> torch.Tensor:

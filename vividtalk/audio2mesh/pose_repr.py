@@ -52,6 +52,11 @@ def pose_to_features(pose: torch.Tensor, reference: torch.Tensor) -> torch.Tenso
     return torch.cat([angles, shift, log_scale], dim=-1)
 
 
+def relative_features(pose: torch.Tensor) -> torch.Tensor:
+    """Pose sequences [..., T, 7] -> features [..., T, 6] relative to each one's first frame."""
+    return pose_to_features(pose, pose[..., 0, :])
+
+
 def features_to_pose(features: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`pose_to_features`; ``tz`` is copied from the reference.
 
