@@ -23,7 +23,7 @@ LAYERS = [
     ("vividtalk.eval",),
     ("vividtalk.audio2mesh", "vividtalk.mesh2video"),
     ("vividtalk.motion", "vividtalk.pretrained", "vividtalk.pipeline", "vividtalk.renderer_eval",
-     "vividtalk.speech_eval", "vividtalk"),
+     "vividtalk.speech_eval", "vividtalk.personalization", "vividtalk"),
     ("vividtalk.benchmarks", "data_prep", "vividtalk.server"),
     ("vividtalk.cli",),
 ]

@@ -3,6 +3,8 @@
 Commands:
   generate        audio + one face image -> a talking-head mp4 (``vividtalk generate --help``)
   reenact         drive a photo (default: the video's first frame) by the face tracked in a video
+  personalize     adapt stage 2 to a person from a video of them -> a small directory
+                  (``generate --personalization DIR`` applies it)
   fit / validate / test / predict   train and evaluate a stage with the Lightning CLI
                   (``vividtalk fit --config stages/audio2mesh.yaml --data.root CORPUS``)
   eval VIDEO...   score videos (lip sync, identity, image quality, head motion) -> JSON report
@@ -52,7 +54,7 @@ def _generate(args: argparse.Namespace) -> int:
                    style_video=args.style_video, cfg_scale=args.cfg_scale, steps=args.steps)
     start = time.perf_counter()
     path = generate(args.audio, args.image, output=args.output, weights=args.weights, device=args.device,
-                    progress=not args.quiet, **options)
+                    personalization=args.personalization, progress=not args.quiet, **options)
     print(f"wrote {path} in {time.perf_counter() - start:.1f} s")
     return 0
 
@@ -77,6 +79,8 @@ def _add_generate(sub) -> None:
                                            "to imitate (its first 10 s)")
     gen.add_argument("--cfg-scale", type=float, help="in-context model: guidance weight on the style (default: trained)")
     gen.add_argument("--steps", type=int, help="in-context model: ODE steps (default: trained)")
+    gen.add_argument("--personalization", help="a directory written by `vividtalk personalize`: stage 2 adapted to "
+                                               "that person (default image: the person's first frame)")
     _add_render_options(gen)
     gen.set_defaults(func=_generate)
 
@@ -112,6 +116,39 @@ def _add_reenact(sub) -> None:
     re.add_argument("--expression-scale", type=float, default=1.0, help="scale of the expression changes (default 1)")
     _add_render_options(re)
     re.set_defaults(func=_reenact)
+
+
+def _personalize(args: argparse.Namespace) -> int:
+    from .pipeline import VividTalkPipeline
+
+    pipe = VividTalkPipeline.from_pretrained(args.weights, device=args.device)
+    report = pipe.personalize(args.video, args.output, steps=args.steps, rank=args.rank, batch_size=args.batch_size,
+                              max_seconds=args.max_seconds, vgg_weights=args.vgg_weights,
+                              identity=not args.no_identity, keep_work=args.keep_work,
+                              base_name=args.weights or "demo", progress=not args.quiet)
+    print(f"held-out frames of {args.video} ({report['frames']['scored']} scored), source: its first frame")
+    for key in ("psnr", "ssim", "psnr_mouth", "identity_distance"):
+        if key in report["before"]:
+            print(f"  {key:18s} before {report['before'][key]:8.4f}   after {report['after'][key]:8.4f}")
+    print(f"adapted in {report['seconds']['adapt']:.1f} s ({report['steps_run']} steps); wrote {args.output}")
+    return 0
+
+
+def _add_personalize(sub) -> None:
+    pz = sub.add_parser("personalize", help="adapt stage 2 to the person of a video (LoRA + inverted appearance)")
+    pz.add_argument("--video", required=True, help="10 s to a few minutes of the person (the last 10 %% are held out)")
+    pz.add_argument("--output", required=True, help="the personalisation directory to write")
+    pz.add_argument("--weights", help="the base pipeline directory (default: the packaged demo weights)")
+    pz.add_argument("--steps", type=int, help="optimiser steps (default 600: about 3 min on 2 CPU cores)")
+    pz.add_argument("--rank", type=int, help="LoRA rank (default 4)")
+    pz.add_argument("--batch-size", type=int, help="frames per step (default 4)")
+    pz.add_argument("--max-seconds", type=float, default=300.0, help="use at most this much of the video (default 300)")
+    pz.add_argument("--vgg-weights", help="VGG-19 weights for the perceptual loss (default: the L1-pyramid fallback)")
+    pz.add_argument("--no-identity", action="store_true", help="do not score dlib's identity distance")
+    pz.add_argument("--keep-work", action="store_true", help="keep the prepared clip and the checkpoint (OUTPUT/.work)")
+    pz.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    pz.add_argument("--quiet", action="store_true", help="no progress bars")
+    pz.set_defaults(func=_personalize)
 
 
 def _report_path(output: str):
@@ -409,6 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_generate(sub)
     _add_reenact(sub)
+    _add_personalize(sub)
     _add_eval(sub)
     _add_eval_stage2(sub)
     _add_eval_speech(sub)

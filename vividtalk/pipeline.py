@@ -83,6 +83,7 @@ class GenerationPlan:
     beta: torch.Tensor  # [T, K]
     full_size: bool
     seconds: dict  # wall time of each step: source, expression, pose
+    appearance: dict | None = None  # a personalisation's inverted appearance (features, source image)
 
 
 class VividTalkPipeline:
@@ -105,6 +106,7 @@ class VividTalkPipeline:
         if len(ids) != 1:
             raise ValueError(f"the stages were trained with different face models: {sorted(ids)}")
         self.face = audio2mesh.face
+        self.personalization = None  # a loaded Personalization (load_personalization / personalize)
         for m in self.modules():
             m.eval()
 
@@ -157,7 +159,70 @@ class VividTalkPipeline:
         """Write ``config.json`` and ``model.safetensors`` to the directory ``path``."""
         from .pretrained import save_pipeline
 
+        if self.personalization is not None:
+            raise ValueError("this pipeline is personalised: save the base pipeline (a personalisation is its own "
+                             "directory, applied with load_personalization)")
+
         return save_pipeline(self, Path(path))
+
+    # ------------------------------------------------------------------ personalisation
+    def personalize(self, video: str | os.PathLike, output: str | os.PathLike, *, steps: int | None = None,
+                    rank: int | None = None, batch_size: int | None = None, max_seconds: float = 300.0,
+                    vgg_weights: str | None = None, identity: bool = True, keep_work: bool = False,
+                    base_name: str = "", progress: bool = True) -> dict:
+        """Adapt this pipeline to the person of ``video`` (MimicTalk's static-dynamic hybrid
+        adaptation, :mod:`vividtalk.personalization`), write the personalisation directory
+        ``output`` and apply it here (on this pipeline's device: train on a GPU by moving the
+        pipeline there first).
+
+        Args:
+            video: 10 s to a few minutes of the person (the first ``max_seconds`` are used; the
+                last 10 % are held out and scored before and after).
+            steps, rank, batch_size: the adaptation's (None: :class:`~vividtalk.personalization.adapt.AdaptSettings`'
+                defaults, sized for a CPU).
+            vgg_weights: VGG-19 weights for the perceptual loss (None: the L1-pyramid fallback).
+            identity: score dlib's identity distance too; keep_work: keep the prepared clip and
+                the checkpoint in ``output/.work``; base_name: recorded as the base's name.
+        Returns:
+            The report (held-out metrics ``before`` / ``after``, ``seconds``, ``frames``).
+        """
+        from .mesh2video.losses import PerceptualLoss
+        from .personalization.adapt import AdaptSettings
+        from .personalization.run import personalize
+
+        self._check_not_personalized()
+        given = {"steps": steps, "rank": rank, "batch_size": batch_size}
+        settings = AdaptSettings(**{k: v for k, v in given.items() if v is not None})
+        perceptual = PerceptualLoss(vgg_weights).to(self.device) if vgg_weights else None
+        personalization, report = personalize(self.mesh2video, self.face, video, output, settings, base_name,
+                                              max_seconds, perceptual, identity, keep_work, progress)
+        self.mesh2video.eval()
+        self.personalization = personalization
+        return report
+
+    def load_personalization(self, path: str | os.PathLike, merge: bool = False) -> VividTalkPipeline:
+        """Apply a personalisation directory (``vividtalk personalize``) to this pipeline, in place.
+
+        Args:
+            merge: fold the LoRA adapters into stage 2's weights (as fast as the base; the frames
+                equal the unmerged adapters' within float tolerance).
+        Returns:
+            This pipeline. Generation without an ``image`` then uses the person's first frame and
+            its inverted appearance; the in-context motion model's default style prompt is the
+            person's clip.
+        Raises:
+            PersonalizationError: not a personalisation, or made for another base pipeline.
+        """
+        from .personalization.apply import apply_personalization
+
+        self._check_not_personalized()
+        self.personalization = apply_personalization(self.mesh2video, self.face, path, merge)
+        return self
+
+    def _check_not_personalized(self) -> None:
+        if self.personalization is not None:
+            raise ValueError("this pipeline is already personalised; load the base again "
+                             "(VividTalkPipeline.from_pretrained) to apply another personalisation")
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
@@ -186,7 +251,8 @@ class VividTalkPipeline:
         Args:
             audio: the speech: a path (any audio or video file) or a float array [N] at 16 kHz
                 (np.ndarray or torch.Tensor), at least 0.2 s long.
-            image: the source photo with a face: a path or an RGB uint8 array [H, W, 3].
+            image: the source photo with a face: a path or an RGB uint8 array [H, W, 3]; None
+                with a personalisation loaded: the person's first frame and its inverted appearance.
             pose: the head motion: "audio" (sampled from the speech), "still" (the source's
                 pose throughout) or "video" (the head motion of ``reference_video``).
             reference_video: the video (a path) whose head motion ``pose="video"`` copies.
@@ -260,14 +326,14 @@ class VividTalkPipeline:
         model = _check_motion_model(self.motion_model if motion_model is None else motion_model, self.in_context)
         _check_options(pose, reference_video, output_size, expression_scale, model, style_video)
         clock = _Clock(self.device)
-        source = prepare_source(_read_image(image), self.face)
+        source, appearance = self._source(image)
         clock.lap("source")
         dev, frames = self.device, num_frames(len(wav))
         wav_t = torch.from_numpy(wav).to(dev)
         identity = torch.from_numpy(source.identity).to(dev)[None]
         source_pose = torch.from_numpy(source.pose).to(dev)[None]
         if model == "in_context":
-            prompt = None if style_video is None else self._style_prompt(style_video, progress)
+            prompt = self._style_prompt(style_video, progress) if style_video is not None else self._person_prompt()
             expr, generated = motion.in_context_track(self.in_context, wav_t, frames, source_pose, prompt, cfg_scale,
                                                       steps, generator)
         else:
@@ -282,7 +348,28 @@ class VividTalkPipeline:
         vertices, beta = motion.driven_meshes(self.face, expr, motion.speech_gate(wav_t, frames),
                                               self.audio2mesh.network.lip_index, blinks, expression_scale, identity,
                                               poses)  # [T, V, 3]
-        return GenerationPlan(source, wav, vertices, poses[0], beta[0], output_size == "full", clock.seconds)
+        return GenerationPlan(source, wav, vertices, poses[0], beta[0], output_size == "full", clock.seconds,
+                              appearance)
+
+    def _source(self, image) -> tuple[SourceFace, dict | None]:
+        """The prepared source and its inverted appearance (None: the generator encodes it):
+        ``image``, or without one the personalisation's person."""
+        if image is not None:
+            return prepare_source(_read_image(image), self.face), None
+        if self.personalization is None:
+            raise ValueError("an image is needed (a path or an RGB array), unless a personalisation is loaded")
+        return self.personalization.source, self.personalization.appearance
+
+    def _person_prompt(self) -> dict | None:
+        """The in-context model's style prompt from the personalisation's clip (None: no
+        personalisation, or its video had no sound)."""
+        style = None if self.personalization is None else self.personalization.style
+        if style is None or "audio" not in style:
+            return None
+        dev, module = self.device, self.in_context
+        features = motion.encode_frames(module.audio_encoder, style["audio"].to(dev), 0, len(style["beta"]))
+        return module.prompt(features, style["beta"].to(dev)[None], style["lip_offsets"].to(dev)[None],
+                             style["pose"].to(dev)[None])
 
     @torch.no_grad()
     def plan_reenactment(self, video: str | os.PathLike, image=None, output_size: str = "crop",
@@ -437,7 +524,8 @@ class VividTalkPipeline:
         at a time; the source is prepared once)."""
         src, total = plan.source, len(plan.vertices)
         with tqdm(total=total, desc="mesh to video", unit="frame", disable=not progress) as bar:
-            for batch in self.mesh2video.drive(src.crop, src.masks, src.vertices, plan.vertices, batch_size):
+            for batch in self.mesh2video.drive(src.crop, src.masks, src.vertices, plan.vertices, batch_size,
+                                               plan.appearance):
                 bar.update(len(batch))
                 for frame in batch:
                     yield paste_back(frame, src.image, src.box) if plan.full_size else frame
@@ -592,13 +680,15 @@ def generate(
     steps: int | None = None,
     output_size: str = "crop",
     batch_size: int = 8,
+    personalization: str | os.PathLike | None = None,
     progress: bool = False,
 ):
     """One call: audio + image -> a talking head.
 
     Args:
         audio, image: as for :meth:`VividTalkPipeline.__call__`; None: the packaged demo
-            speech / the default portrait.
+            speech / the default portrait (with ``personalization``: the person's first frame).
+        personalization: a personalisation directory (``vividtalk personalize``) to apply.
         output: the mp4 to write (streamed; its path is returned), or None for a
             :class:`VividTalkOutput`.
         weights: a saved pipeline directory (None: the packaged demo weights).
@@ -608,9 +698,11 @@ def generate(
             :meth:`VividTalkPipeline.__call__`.
     """
     pipe = VividTalkPipeline.from_pretrained(weights, device=device)
+    if personalization is not None:
+        pipe.load_personalization(personalization)
     if audio is None:
         audio = str(demo_weights_dir() / "speech.wav")
-    if image is None:
+    if image is None and personalization is None:
         from .face.visualize import default_portrait
 
         image = default_portrait()

@@ -56,7 +56,7 @@ def self_reenactment(module: Mesh2VideoModule, clips: list[str | os.PathLike], s
             out = module(batch, sample=False)
             metrics = module.face_metrics(batch, out=out)
             if identity is not None:
-                metrics.update(_identity_sums(identity, out["image"], batch))
+                metrics.update(identity_sums(identity, out["image"], batch["driving"], batch["source"]))
             metrics["psnr_mouth_without_lip_branch"] = module.face_metrics(batch, lip_scale=0.0)["psnr_mouth"]
             for key, value in metrics.items():
                 sums[key] = sums.get(key, 0.0) + float(value.sum())
@@ -71,10 +71,10 @@ def self_reenactment(module: Mesh2VideoModule, clips: list[str | os.PathLike], s
     return {**result, "frames": count}
 
 
-def _identity_sums(identity, images: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
+def identity_sums(identity, images: torch.Tensor, real: torch.Tensor, source: torch.Tensor) -> dict[str, torch.Tensor]:
     """Summed dlib distances (output vs real, source vs real) over the pairs where all three
-    faces were found, and how many those were (``_scored``)."""
-    out, real, source = frames_uint8(images), frames_uint8(batch["driving"]), frames_uint8(batch["source"])
+    faces were found, and how many those were (``_scored``); images float [B, 3, H, W] in [0, 1]."""
+    out, real, source = frames_uint8(images), frames_uint8(real), frames_uint8(source)
     sums = {"identity_distance": 0.0, "identity_distance_source_baseline": 0.0, "_scored": 0.0}
     for o, r, s in zip(out, real, source):
         e_out, e_real, e_src = identity.embed(o), identity.embed(r), identity.embed(s)

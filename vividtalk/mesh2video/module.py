@@ -174,14 +174,19 @@ class Mesh2VideoModule(pl.LightningModule):
         return {**cond, **motion, **out}
 
     @torch.no_grad()
-    def prepare_crop(self, crop: np.ndarray, labels: np.ndarray, vertices) -> dict:
+    def prepare_crop(self, crop: np.ndarray, labels: np.ndarray, vertices,
+                     appearance: dict[str, torch.Tensor] | None = None) -> dict:
         """:meth:`prepare_source` of one source crop given as arrays: uint8 [S, S, 3], labels
-        uint8 [S, S] and its mesh float [V, 3] (crop pixels); on this module's device."""
+        uint8 [S, S] and its mesh float [V, 3] (crop pixels); on this module's device.
+        ``appearance``: prepared fields that replace the computed ones (a personalisation's
+        inverted ``features`` [1, C, m, m] and ``source`` [1, 3, S, S])."""
         dev = self.device
         lips = self.face.lip_contour().to(dev)
         source = torch.from_numpy(np.ascontiguousarray(crop)).to(dev).permute(2, 0, 1)[None].float() / 255.0
         verts = torch.as_tensor(vertices, dtype=torch.float32).to(dev)[None]
-        return self.prepare_source(source, torch.from_numpy(labels).to(dev).long()[None], verts, verts[:, lips, :2])
+        prepared = self.prepare_source(source, torch.from_numpy(labels).to(dev).long()[None], verts, verts[:, lips, :2])
+        prepared.update({k: v.to(dev) for k, v in (appearance or {}).items()})
+        return prepared
 
     @torch.no_grad()
     def render(self, prepared: dict, driving: torch.Tensor, batch_size: int = 8) -> Iterator[np.ndarray]:
@@ -197,16 +202,17 @@ class Mesh2VideoModule(pl.LightningModule):
 
     @torch.no_grad()
     def drive(self, crop: np.ndarray, labels: np.ndarray, vertices, driving: torch.Tensor,
-              batch_size: int = 8) -> Iterator[np.ndarray]:
+              batch_size: int = 8, appearance: dict[str, torch.Tensor] | None = None) -> Iterator[np.ndarray]:
         """Frames of one source driven by meshes, ``batch_size`` at a time (the source prepared once).
 
         Args:
             crop: uint8 [S, S, 3] the source crop; labels: uint8 [S, S]; vertices: float [V, 3]
                 its mesh (numpy); driving: float [T, V, 3] driving meshes (crop pixels).
+            appearance: prepared fields to replace (see :meth:`prepare_crop`).
         Yields:
             uint8 [b, S, S, 3] batches of frames.
         """
-        yield from self.render(self.prepare_crop(crop, labels, vertices), driving, batch_size)
+        yield from self.render(self.prepare_crop(crop, labels, vertices, appearance), driving, batch_size)
 
     # ------------------------------------------------------------------ training
     def _judge(self, image: torch.Tensor, pt: torch.Tensor) -> list[list[torch.Tensor]]:
@@ -264,7 +270,7 @@ class Mesh2VideoModule(pl.LightningModule):
         out = self(batch, lip_scale=lip_scale, sample=False) if out is None else out
         target = batch["driving"]
         face = (batch["driving_mask"] == FACE)[:, None].float()  # [B, 1, H, W]
-        mouth = _box_mask(batch["driving_lips"], target.shape[-1], margin=8)
+        mouth = box_mask(batch["driving_lips"], target.shape[-1], margin=8)
         return {
             "psnr": psnr(out["image"], target, face), "ssim": ssim(out["image"], target, face),
             "psnr_source_baseline": psnr(batch["source"], target, face),
@@ -301,7 +307,7 @@ class Mesh2VideoModule(pl.LightningModule):
         cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
 
 
-def _box_mask(points: torch.Tensor, size: int, margin: int) -> torch.Tensor:
+def box_mask(points: torch.Tensor, size: int, margin: int) -> torch.Tensor:
     """float [B, 1, size, size]: 1 inside each point set's bounding box grown by ``margin`` px."""
     lo = (points.amin(1) - margin).floor().clamp(0, size)  # [B, 2]
     hi = (points.amax(1) + margin).ceil().clamp(0, size)

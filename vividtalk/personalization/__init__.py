@@ -1,0 +1,1 @@
+"""Few-shot personalisation (MimicTalk's static-dynamic hybrid adaptation on the warping renderer)."""
