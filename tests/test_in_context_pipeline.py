@@ -83,3 +83,24 @@ def test_saved_with_its_in_context_model_and_default(pipe, portrait, tmp_path):
     a = chosen.plan(_wav(), portrait, blink=False, seed=1)
     b = loaded.plan(_wav(), portrait, blink=False, seed=1)
     assert torch.allclose(a.vertices, b.vertices, atol=1e-5)
+
+
+def test_a_personalisation_is_the_default_style_prompt(tiny_stages, talking_frames, tmp_path):
+    torch.manual_seed(0)
+    modules = {name: build_stage(spec) for name, spec in tiny_stages.items()}
+    in_context = build_stage(IN_CONTEXT)
+    for p in in_context.network.out.parameters():
+        nn.init.normal_(p, std=0.2)
+    person = VividTalkPipeline(**modules, config={**tiny_stages, "in_context": IN_CONTEXT}, in_context=in_context)
+    video = tmp_path / "person.mp4"
+    t = np.arange(60 * 640) / 16000
+    write_video(video, iter([np.ascontiguousarray(f) for f in talking_frames[:60]]), fps=25,
+                audio=(0.3 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype("f4"))
+    person.personalize(video, tmp_path / "me", steps=1, batch_size=1, identity=False, progress=False)
+    style = person.personalization.style
+    assert style["beta"].shape[0] == 60 and style["audio"].shape == (60 * 640,)
+    options = dict(pose="audio", blink=False, seed=0, motion_model="in_context")
+    styled = person.plan(_wav(), None, **options)
+    person.personalization.style = None  # what the same pipeline does without the person's prompt
+    plain = person.plan(_wav(), None, **options)
+    assert (styled.vertices - plain.vertices).abs().mean() > 1e-5
