@@ -153,55 +153,69 @@ def test_adaptation_resumes_as_if_never_stopped(tiny_stages, person_clip, tmp_pa
     assert (whole.state()["appearance.features"] - first.state()["appearance.features"]).abs().max() > 1e-3
 
 
-def test_personalize_saves_a_small_directory_that_loads_onto_its_base_only(tiny_pipeline_dir, person_video, tmp_path):
+@pytest.fixture(scope="module")
+def personalised(tiny_pipeline_dir, person_video, tmp_path_factory):
+    """(the tiny pipeline personalised in memory, its directory, the report): 3 steps."""
     pipe = VividTalkPipeline.from_pretrained(tiny_pipeline_dir)
-    report = pipe.personalize(person_video, tmp_path / "me", steps=3, batch_size=2, identity=False, progress=False)
+    out = tmp_path_factory.mktemp("personalised") / "me"
+    report = pipe.personalize(person_video, out, steps=3, batch_size=2, identity=False, progress=False)
+    return pipe, out, report
+
+
+def test_personalize_saves_a_small_directory_that_loads_onto_its_base(tiny_pipeline_dir, personalised):
+    pipe, out, report = personalised
     assert report["frames"] == {"train": 54, "heldout": 6, "scored": 6}
-    assert set(report["before"]) >= {"psnr", "ssim", "psnr_mouth"} and report["steps_run"] == 3
-    assert not (tmp_path / "me" / ".work").exists()
-    assert sum(f.stat().st_size for f in (tmp_path / "me").iterdir()) < 5e6
-    config = json.loads((tmp_path / "me" / "personalization.json").read_text())
+    assert set(report["before"]) >= {"psnr", "ssim", "psnr_mouth", "cpbd"} and report["steps_run"] == 3
+    assert not (out / ".work").exists()
+    assert sum(f.stat().st_size for f in out.iterdir()) < 5e6
+    config = json.loads((out / "personalization.json").read_text())
     assert config["lora"]["rank"] == 4 and config["report"]["after"]["psnr"] == report["after"]["psnr"]
     wav = (0.3 * np.sin(np.arange(16000) / 16000 * 2 * np.pi * 200)).astype("f4")
     frames = pipe(wav, None, pose="still", blink=False).frames
     # A new process: the base loaded again, the directory applied; merged: the same frames.
-    loaded = VividTalkPipeline.from_pretrained(tiny_pipeline_dir).load_personalization(tmp_path / "me")
+    loaded = VividTalkPipeline.from_pretrained(tiny_pipeline_dir).load_personalization(out)
     again = loaded(wav, None, pose="still", blink=False).frames
     assert np.abs(again.astype(int) - frames.astype(int)).max() == 0
-    merged = VividTalkPipeline.from_pretrained(tiny_pipeline_dir).load_personalization(tmp_path / "me", merge=True)
+    merged = VividTalkPipeline.from_pretrained(tiny_pipeline_dir).load_personalization(out, merge=True)
     assert np.abs(merged(wav, None, pose="still", blink=False).frames.astype(int) - frames.astype(int)).max() <= 1
+    # The inverted appearance matters: the base renders the same person's first frame otherwise.
     base = VividTalkPipeline.from_pretrained(tiny_pipeline_dir)
-    assert base(wav, loaded.personalization.source.crop, pose="still", blink=False).frames.shape == frames.shape
+    plain = base(wav, loaded.personalization.source.crop, pose="still", blink=False).frames
+    assert plain.shape == frames.shape and np.abs(plain.astype(int) - frames.astype(int)).max() > 0
     with pytest.raises(ValueError, match="already personalised"):
-        loaded.load_personalization(tmp_path / "me")
+        loaded.load_personalization(out)
+    with pytest.raises(ValueError, match="is personalised"):
+        loaded.save_pretrained(out.parent / "copy")
     with pytest.raises(ValueError, match="an image is needed"):
         base(wav, None)
 
 
-def test_a_personalisation_is_refused_by_another_base(tiny_stages, tiny_pipeline_dir, person_video, tmp_path):
+def test_a_personalisation_is_refused_by_another_base(tiny_stages, personalised):
     from vividtalk.pretrained import build_stage
 
-    pipe = VividTalkPipeline.from_pretrained(tiny_pipeline_dir)
-    pipe.personalize(person_video, tmp_path / "me", steps=1, batch_size=1, identity=False, progress=False)
     torch.manual_seed(1)
     other = VividTalkPipeline(**{n: build_stage(s) for n, s in tiny_stages.items()}, config=tiny_stages)
     with pytest.raises(PersonalizationError, match="another base pipeline"):
-        other.load_personalization(tmp_path / "me")
+        other.load_personalization(personalised[1])
     assert not has_lora(other.mesh2video.generator)  # refused before anything changed
     with pytest.raises(PersonalizationError, match="is not a personalisation"):
-        other.load_personalization(tmp_path)
+        other.load_personalization(personalised[1].parent)
 
 
-def test_cli_personalize_then_generate(tiny_pipeline_dir, person_video, tmp_path, capsys):
+def test_cli_personalize_then_generate(tiny_pipeline_dir, person_video, personalised, tmp_path, capsys):
     from vividtalk.cli import main
 
     assert main(["personalize", "--video", str(person_video), "--output", str(tmp_path / "me"), "--weights",
-                 str(tiny_pipeline_dir), "--steps", "2", "--batch-size", "1", "--no-identity", "--quiet"]) == 0
-    assert "psnr" in capsys.readouterr().out
+                 str(tiny_pipeline_dir), "--steps", "1", "--batch-size", "1", "--no-identity", "--quiet"]) == 0
+    assert "psnr" in capsys.readouterr().out and (tmp_path / "me" / "adapter.safetensors").is_file()
     out = tmp_path / "talk.mp4"
-    assert main(["generate", "--weights", str(tiny_pipeline_dir), "--personalization", str(tmp_path / "me"),
+    assert main(["generate", "--weights", str(tiny_pipeline_dir), "--personalization", str(personalised[1]),
                  "--audio", str(person_video), "--output", str(out), "--pose", "still", "--quiet"]) == 0
     assert out.stat().st_size > 0
+    capsys.readouterr()
+    assert main(["personalize", "--video", str(tmp_path / "none.mp4"), "--output", str(tmp_path / "x"),
+                 "--weights", str(tiny_pipeline_dir), "--quiet"]) == 2  # one clear line, no traceback
+    assert "person video not found" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
 @pytest.mark.gpu

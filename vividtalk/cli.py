@@ -127,7 +127,7 @@ def _personalize(args: argparse.Namespace) -> int:
                               identity=not args.no_identity, keep_work=args.keep_work,
                               base_name=args.weights or "demo", progress=not args.quiet)
     print(f"held-out frames of {args.video} ({report['frames']['scored']} scored), source: its first frame")
-    for key in ("psnr", "ssim", "psnr_mouth", "identity_distance"):
+    for key in ("psnr", "ssim", "psnr_mouth", "cpbd", "identity_distance"):
         if key in report["before"]:
             print(f"  {key:18s} before {report['before'][key]:8.4f}   after {report['after'][key]:8.4f}")
     print(f"adapted in {report['seconds']['adapt']:.1f} s ({report['steps_run']} steps); wrote {args.output}")
