@@ -165,7 +165,7 @@ def test_options_are_keyword_arguments_without_passthrough():
     options = {"pose", "reference_video", "expression_scale", "blink", "seed", "generator", "temperature",
                "motion_model", "style_video", "cfg_scale", "steps", "output_size", "progress"}
     for fn, extra in ((VividTalkPipeline.__call__, {"batch_size"}), (VividTalkPipeline.plan, set()),
-                      (VividTalkPipeline.write, {"batch_size"}), (generate, {"batch_size"})):
+                      (VividTalkPipeline.write, {"batch_size"}), (generate, {"batch_size", "personalization"})):
         params = inspect.signature(fn).parameters
         assert not any(p.kind is p.VAR_KEYWORD for p in params.values()), fn
         keyword = {n for n, p in params.items() if p.kind is p.KEYWORD_ONLY}
