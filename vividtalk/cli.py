@@ -130,7 +130,8 @@ def _personalize(args: argparse.Namespace) -> int:
     for key in ("psnr", "ssim", "psnr_mouth", "cpbd", "identity_distance"):
         if key in report["before"]:
             print(f"  {key:18s} before {report['before'][key]:8.4f}   after {report['after'][key]:8.4f}")
-    print(f"adapted in {report['seconds']['adapt']:.1f} s ({report['steps_run']} steps); wrote {args.output}")
+    print(f"adapted in {report['seconds']['adapt']:.1f} s ({report['seconds']['adapt_cpu']:.1f} s of CPU time, "
+          f"{report['steps_run']} steps); wrote {args.output}")
     return 0
 
 
@@ -139,10 +140,12 @@ def _add_personalize(sub) -> None:
     pz.add_argument("--video", required=True, help="10 s to a few minutes of the person (the last 10 %% are held out)")
     pz.add_argument("--output", required=True, help="the personalisation directory to write")
     pz.add_argument("--weights", help="the base pipeline directory (default: the packaged demo weights)")
-    pz.add_argument("--steps", type=int, help="optimiser steps (default 600: about 3 min on 2 CPU cores)")
+    pz.add_argument("--steps", type=int,
+                    help="optimiser steps (default 300: about 2 min on 2 CPU cores, under 4 min of CPU time)")
     pz.add_argument("--rank", type=int, help="LoRA rank (default 4)")
     pz.add_argument("--batch-size", type=int, help="frames per step (default 4)")
-    pz.add_argument("--max-seconds", type=float, default=300.0, help="use at most this much of the video (default 300)")
+    pz.add_argument("--max-seconds", type=float, default=300.0,
+                    help="use at most this much of the video (default 300)")
     pz.add_argument("--vgg-weights", help="VGG-19 weights for the perceptual loss (default: the L1-pyramid fallback)")
     pz.add_argument("--no-identity", action="store_true", help="do not score dlib's identity distance")
     pz.add_argument("--keep-work", action="store_true", help="keep the prepared clip and the checkpoint (OUTPUT/.work)")

@@ -13,10 +13,12 @@ align the first frame with a later one exactly, and L1 alone answers misalignmen
 the real frames' value). An identity term needs a differentiable face embedding; none ships offline
 (dlib's is not differentiable, ArcFace weights are user-supplied), so there is none.
 
-Checkpoints: every ``checkpoint_every`` steps the adapter, the optimiser, the step and the
-random state go atomically to ``work_dir/adapt.pt`` with the settings; a later call with the
+Checkpoints: every ``checkpoint_every`` steps the adapter, the optimiser and the step go
+atomically to ``work_dir/adapt.pt`` with the settings (the frame draws are re-seeded from the
+step there, so a resumed run draws what an uninterrupted one does); a later call with the
 same settings continues from there (an interrupted run loses at most ``checkpoint_every``
-steps; a finished one continues when given more steps), one with other settings starts again. On CUDA the forward runs under bfloat16 autocast.
+steps; a finished one continues when given more steps), one with other settings starts again.
+On CUDA the forward runs under bfloat16 autocast.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ class AdaptSettings:
         seed: the draw of the driving frames; checkpoint_every: steps between checkpoints.
     """
 
-    steps: int = 600
+    steps: int = 300
     batch_size: int = 4
     rank: int = 4
     lr: float = 4e-3
@@ -118,8 +120,9 @@ def sharpness_loss(image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def train_adapter(adapter: PersonAdapter, clip: Clip, settings: AdaptSettings, work_dir: str | os.PathLike,
                   perceptual: torch.nn.Module | None = None, progress: bool = True) -> dict:
-    """Run (or resume) the adaptation; returns ``{"steps", "seconds", "loss"}`` of this call
-    (``seconds``: wall time of the steps run now; ``loss``: the last step's).
+    """Run (or resume) the adaptation; returns ``{"steps", "seconds", "cpu_seconds", "loss"}`` of
+    this call (``seconds``: wall time of the steps run now, ``cpu_seconds``: this process's CPU
+    time over all its threads; ``loss``: the last step's).
 
     Args:
         perceptual: the perceptual loss (None: the base stage 2's, its L1-pyramid fallback
@@ -140,7 +143,7 @@ def train_adapter(adapter: PersonAdapter, clip: Clip, settings: AdaptSettings, w
     start = _resume(path, adapter, optimizer, settings)
     if start:
         rng = np.random.default_rng([settings.seed, start])
-    clock, loss = time.perf_counter(), float("nan")
+    clock, cpu, loss = time.perf_counter(), time.process_time(), float("nan")
     bar = tqdm(range(start, settings.steps), initial=start, total=settings.steps, desc="personalising",
                unit="step", disable=not progress)
     for step in bar:
@@ -150,13 +153,14 @@ def train_adapter(adapter: PersonAdapter, clip: Clip, settings: AdaptSettings, w
         terms["loss"].backward()
         optimizer.step()
         loss = float(terms["loss"].detach())
-        bar.set_postfix(loss=f"{loss:.4f}", l1=f"{float(terms['l1']):.4f}")
+        bar.set_postfix(loss=f"{loss:.4f}", l1=f"{float(terms['l1'].detach()):.4f}")
         done = step + 1
         if done % settings.checkpoint_every == 0 or done == settings.steps:
             _save(path, adapter, optimizer, settings, done)
             rng = np.random.default_rng([settings.seed, done])  # what a resume from here draws
     bar.close()
-    return {"steps": settings.steps - start, "seconds": time.perf_counter() - clock, "loss": loss}
+    return {"steps": settings.steps - start, "seconds": time.perf_counter() - clock,
+            "cpu_seconds": time.process_time() - cpu, "loss": loss}
 
 
 def _save(path: Path, adapter: PersonAdapter, optimizer, settings: AdaptSettings, step: int) -> None:

@@ -64,7 +64,7 @@ def personalize(stage2, face, video: str | os.PathLike, output: str | os.PathLik
     judge = _identity() if identity else None
     before = heldout_metrics(adapter, clip, scored, identity=judge)
     run = train_adapter(adapter, clip, settings, output / ".work", perceptual, progress)
-    seconds["adapt"] = run["seconds"]
+    seconds["adapt"], seconds["adapt_cpu"] = run["seconds"], run["cpu_seconds"]
     after = heldout_metrics(adapter, clip, scored, identity=judge)
     report = {"before": before, "after": after, "seconds": seconds, "steps_run": run["steps"],
               "frames": {"train": len(train), "heldout": len(held), "scored": len(scored)}}

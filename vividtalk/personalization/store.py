@@ -117,7 +117,8 @@ def load_personalization(path: str | os.PathLike) -> Personalization:
         raise PersonalizationError(f"{path / CONFIG}: format_version {config.get('format_version')}, "
                                    f"this vividtalk reads {FORMAT_VERSION}")
     tensors = load_file(str(path / TENSORS))
-    lora = {n: {k[len(n) + 1:]: v for k, v in tensors.items() if k.startswith(n + ".")} for n in config["lora"]["targets"]}
+    lora = {n: {k[len(n) + 1:]: v for k, v in tensors.items() if k.startswith(n + ".")}
+            for n in config["lora"]["targets"]}
     src = {k: tensors[f"source.{k}"].numpy() for k in SOURCE_FIELDS}
     size = src["crop"].shape[0]
     source = SourceFace(image=src["crop"], box=CropBox(0.0, 0.0, float(size)), **src)
