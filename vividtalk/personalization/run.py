@@ -58,7 +58,9 @@ def personalize(stage2, face, video: str | os.PathLike, output: str | os.PathLik
     base = {"name": base_name, "stage2_sha256": stage2_hash(stage2), "face_model_id": face.model_id}
     clip = Clip(prepare_person_video(video, output / ".work", face, max_seconds, progress=progress))
     seconds["prepare"], clock = time.perf_counter() - clock, time.perf_counter()
-    adapter = PersonAdapter(stage2, _prepared_source(stage2, clip), settings.rank)
+    with torch.random.fork_rng(devices=[]):  # LoRA's A starts random: seeded, so runs repeat
+        torch.manual_seed(settings.seed)
+        adapter = PersonAdapter(stage2, _prepared_source(stage2, clip), settings.rank)
     train, held = split_frames(len(clip), settings.heldout)
     scored = held[:: max(1, len(held) // EVAL_FRAMES)]
     judge = _identity() if identity else None
