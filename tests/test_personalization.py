@@ -218,6 +218,15 @@ def test_cli_personalize_then_generate(tiny_pipeline_dir, person_video, personal
     assert "person video not found" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
+def test_a_personalised_stream_is_the_personalised_offline_call(personalised):
+    pipe = personalised[0]
+    wav = (0.3 * np.sin(np.arange(19200) / 16000 * 2 * np.pi * 200)).astype("f4")  # 1.2 s: 30 frames
+    offline = pipe(wav, None, pose="still", seed=2).frames
+    streamed = np.concatenate([b.frames for b in pipe.stream(None, [wav[:8000], wav[8000:]], pose="still", seed=2,
+                                                             block=32, first_block=32)])
+    np.testing.assert_array_equal(streamed, offline)  # one block: exactly the offline call, appearance included
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_adaptation_on_a_gpu_runs_in_mixed_precision(tiny_stages, person_clip, tmp_path):

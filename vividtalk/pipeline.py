@@ -438,7 +438,8 @@ class VividTalkPipeline:
         lookahead: int = 2,
         batch_size: int = 8,
     ):
-        """A :class:`~vividtalk.streaming.StreamSession` for ``image`` (prepared once, here):
+        """A :class:`~vividtalk.streaming.StreamSession` for ``image`` (prepared once, here; None
+        with a personalisation loaded: the person, with its inverted appearance):
         ``push`` audio chunks, get frame batches; ``flush`` at the end of speech.
 
         Args:
@@ -455,10 +456,10 @@ class VividTalkPipeline:
         from .streaming import StreamSession
 
         generator, blink_seed = _random_source(seed, generator, self.device)
-        source = prepare_source(_read_image(image), self.face)
+        source, appearance = self._source(image)
         return StreamSession(self, source, generator, blink_seed, pose=pose, expression_scale=expression_scale,
                              blink=blink, temperature=temperature, block=block, first_block=first_block,
-                             lookahead=lookahead, batch_size=batch_size)
+                             lookahead=lookahead, batch_size=batch_size, appearance=appearance)
 
     def stream(self, image, audio_chunks, **options):
         """Generate while the audio arrives: float32 16 kHz chunks of any size in, timestamped

@@ -72,11 +72,13 @@ class StreamSession:
             number, its codes padded like the offline call's last window).
         lookahead: frames of future audio a block waits for (>= 2: the silence gate's smoothing).
         batch_size: frames per stage-2 batch.
+        appearance: a personalisation's inverted appearance of ``source`` (None: encoded from it).
     """
 
     def __init__(self, pipe, source, generator: torch.Generator, blink_seed: int, pose: str = "audio",
                  expression_scale: float = 1.0, blink: bool = True, temperature: float | None = None,
-                 block: int = 8, first_block: int = 2, lookahead: int = 2, batch_size: int = 8) -> None:
+                 block: int = 8, first_block: int = 2, lookahead: int = 2, batch_size: int = 8,
+                 appearance: dict | None = None) -> None:
         _check_options(pose, expression_scale, block, first_block, lookahead, pipe.pose_mapper.mapper.downsample)
         self.pipe, self.source, self.generator, self.blink_seed = pipe, source, generator, blink_seed
         self.pose_mode, self.expression_scale, self.blink = pose, expression_scale, blink
@@ -87,7 +89,7 @@ class StreamSession:
         self.z_style = pipe.audio2mesh.style_encoder(self.identity)
         self.z_pose = pipe.pose_mapper.style_encoder(self.identity)
         self.source_pose = torch.from_numpy(source.pose).to(dev)[None]
-        self.prepared = pipe.mesh2video.prepare_crop(source.crop, source.masks, source.vertices)
+        self.prepared = pipe.mesh2video.prepare_crop(source.crop, source.masks, source.vertices, appearance)
         self._wav = np.zeros(0, np.float32)  # the kept audio, from frame self._origin on
         self._origin, self._done = 0, 0  # first frame of _wav; frames rendered so far
         self._last_expr: dict | None = None  # the last frame's beta and lip offsets
