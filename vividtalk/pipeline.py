@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from . import motion
 from .audio.align import FPS, SAMPLE_RATE, frames_to_samples, num_frames
-from .audio.io import AudioError, load_audio
+from .audio.io import AudioError, frames_sound, load_audio
 from .face.crop import paste_back
 from .face.prepare import SourceFace, prepare_source, reference_poses
 
@@ -366,10 +366,15 @@ class VividTalkPipeline:
         style = None if self.personalization is None else self.personalization.style
         if style is None or "audio" not in style:
             return None
+        return self._prompt(style["audio"], style["beta"], style["lip_offsets"], style["pose"])
+
+    def _prompt(self, wav: torch.Tensor, beta: torch.Tensor, lip_offsets: torch.Tensor,
+                pose: torch.Tensor) -> dict:
+        """The in-context model's prompt from a clip's sound float [P * 640] and its motion
+        ``beta`` [P, K], ``lip_offsets`` [P, L, 3], ``pose`` [P, 7]."""
         dev, module = self.device, self.in_context
-        features = motion.encode_frames(module.audio_encoder, style["audio"].to(dev), 0, len(style["beta"]))
-        return module.prompt(features, style["beta"].to(dev)[None], style["lip_offsets"].to(dev)[None],
-                             style["pose"].to(dev)[None])
+        features = motion.encode_frames(module.audio_encoder, wav.to(dev), 0, len(beta))
+        return module.prompt(features, beta.to(dev)[None], lip_offsets.to(dev)[None], pose.to(dev)[None])
 
     @torch.no_grad()
     def plan_reenactment(self, video: str | os.PathLike, image=None, output_size: str = "crop",
@@ -399,12 +404,8 @@ class VividTalkPipeline:
         vertices, poses, beta = motion.carried_motion(self.face, source, fit.beta.to(self.device), fit.lip_offsets,
                                                       fit.pose, expression_scale)
         clock.lap("tracking")
-        try:
-            audio = load_audio(video)[: frames_to_samples(len(frames))]
-            audio = np.pad(audio, (0, frames_to_samples(len(frames)) - len(audio)))
-        except AudioError:  # a video without sound
-            audio = None
-        return GenerationPlan(source, audio, vertices, poses, beta, output_size == "full", clock.seconds)
+        return GenerationPlan(source, frames_sound(video, len(frames)), vertices, poses, beta, output_size == "full",
+                              clock.seconds)
 
     def reenact(self, video: str | os.PathLike, image=None, output: str | os.PathLike | None = None, *,
                 output_size: str = "crop", expression_scale: float = 1.0, batch_size: int = 8,
@@ -496,9 +497,7 @@ class VividTalkPipeline:
                              "speech with their motion") from err
         wav = np.pad(wav, (0, frames_to_samples(len(frames)) - len(wav)))
         _, fit = track_and_fit(frames, self.face)
-        dev, module = self.device, self.in_context
-        features = motion.encode_frames(module.audio_encoder, torch.from_numpy(wav).to(dev), 0, len(frames))
-        return module.prompt(features, fit.beta.to(dev)[None], fit.lip_offsets.to(dev)[None], fit.pose.to(dev)[None])
+        return self._prompt(torch.from_numpy(wav), fit.beta, fit.lip_offsets, fit.pose)
 
     def _audio(self, audio) -> np.ndarray:
         wav = load_audio(audio, SAMPLE_RATE if isinstance(audio, (np.ndarray, torch.Tensor)) else None)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from scipy.signal import resample_poly
 
-from vividtalk.audio.align import SAMPLE_RATE
+from vividtalk.audio.align import SAMPLE_RATE, frames_to_samples
 
 # Channel counts above this are taken to be a sample axis, not a channel axis.
 MAX_CHANNELS = 8
@@ -99,6 +99,16 @@ def load_audio(source, sample_rate: int | None = None) -> np.ndarray:
         )
     # Codecs and resampling filters may overshoot full scale by a little.
     return np.clip(wav, -1.0, 1.0).astype(np.float32, copy=False)
+
+
+def frames_sound(path: str | os.PathLike, frames: int) -> np.ndarray | None:
+    """The sound of a video's first ``frames`` frames at 25 fps, float32 [frames * 640] (padded
+    with silence where the track ends early), or None for a video without a usable sound track."""
+    try:
+        wav = load_audio(path)[: frames_to_samples(frames)]
+    except AudioError:
+        return None
+    return np.pad(wav, (0, frames_to_samples(frames) - len(wav)))
 
 
 def is_silent(wav, threshold_db: float = -60.0) -> bool:

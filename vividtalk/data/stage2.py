@@ -94,6 +94,12 @@ def frame_fields(prefix: str, clip: Clip, f: int) -> dict:
     }
 
 
+def frame_batch(clip: Clip, frames, prefix: str = "driving") -> dict[str, torch.Tensor]:
+    """:func:`frame_fields` of ``frames`` of ``clip`` stacked into a batch (each field [B, ...])."""
+    items = [frame_fields(prefix, clip, int(f)) for f in frames]
+    return {k: torch.stack([item[k] for item in items]) for k in items[0]}
+
+
 class FramePairDataModule(pl.LightningDataModule):
     """Stage-2 DataModule over a prepared corpus (``manifest.json`` splits by identity).
 

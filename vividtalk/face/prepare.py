@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -48,12 +48,12 @@ class FittedCrops:
     vertices: np.ndarray
 
 
-def crop_and_fit(frames: Sequence[np.ndarray], landmarks: np.ndarray, fitter: FaceFitter,
+def crop_and_fit(frames: Iterable[np.ndarray], landmarks: np.ndarray, fitter: FaceFitter,
                  size: int = 256) -> FittedCrops:
     """Cut the fixed crop of T frames around their landmarks and fit the face model there.
 
     Args:
-        frames: T RGB uint8 images [H, W, 3]; landmarks: float [T, N, 3] (or [N, 3] for T = 1)
+        frames: T RGB uint8 images [H, W, 3] (read once: an iterator does); landmarks: float [T, N, 3] (or [N, 3] for T = 1)
             in their pixels; fitter: for the stages' face model; size: crop side in pixels.
     """
     box = clip_crop_box(landmarks)

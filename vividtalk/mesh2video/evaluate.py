@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from ..data import Clip
-from ..data.stage2 import frame_fields
+from ..data.stage2 import frame_batch
 from .module import Mesh2VideoModule
 from .visualize import frames_uint8
 
@@ -24,9 +24,9 @@ from .visualize import frames_uint8
 def clip_pairs(clip: Clip, frames: list[int], source: int = 0) -> dict[str, torch.Tensor]:
     """A batch pairing frame ``source`` of a clip with each of ``frames`` (the stage-2 item
     layout); reads only those frames (the clip's frame store)."""
-    source_fields = frame_fields("source", clip, source)
-    items = [{**source_fields, **frame_fields("driving", clip, f)} for f in frames]
-    return {k: torch.stack([item[k] for item in items]) for k in items[0]}
+    source_fields = frame_batch(clip, [source], "source")  # read once, repeated for every pair
+    return {**{k: v.repeat(len(frames), *([1] * (v.dim() - 1))) for k, v in source_fields.items()},
+            **frame_batch(clip, frames, "driving")}
 
 
 @torch.no_grad()

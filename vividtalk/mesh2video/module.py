@@ -270,7 +270,7 @@ class Mesh2VideoModule(pl.LightningModule):
         out = self(batch, lip_scale=lip_scale, sample=False) if out is None else out
         target = batch["driving"]
         face = (batch["driving_mask"] == FACE)[:, None].float()  # [B, 1, H, W]
-        mouth = box_mask(batch["driving_lips"], target.shape[-1], margin=8)
+        mouth = _box_mask(batch["driving_lips"], target.shape[-1], margin=8)
         return {
             "psnr": psnr(out["image"], target, face), "ssim": ssim(out["image"], target, face),
             "psnr_source_baseline": psnr(batch["source"], target, face),
@@ -307,7 +307,7 @@ class Mesh2VideoModule(pl.LightningModule):
         cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
 
 
-def box_mask(points: torch.Tensor, size: int, margin: int) -> torch.Tensor:
+def _box_mask(points: torch.Tensor, size: int, margin: int) -> torch.Tensor:
     """float [B, 1, size, size]: 1 inside each point set's bounding box grown by ``margin`` px."""
     lo = (points.amin(1) - margin).floor().clamp(0, size)  # [B, 2]
     hi = (points.amax(1) + margin).ceil().clamp(0, size)

@@ -33,7 +33,7 @@ import torch
 from tqdm import tqdm
 
 from ..data import Clip
-from ..data.stage2 import frame_fields
+from ..data.stage2 import frame_batch
 from ..mesh2video.lora import load_lora_state
 from .adapter import PersonAdapter, split_state
 
@@ -83,9 +83,8 @@ def split_frames(length: int, heldout: float) -> tuple[range, range]:
 
 
 def frames_batch(clip: Clip, frames, device: torch.device, prefix: str = "driving") -> dict[str, torch.Tensor]:
-    """Stage-2 item fields of ``frames`` of ``clip`` (``frame_fields``) stacked, on ``device``."""
-    items = [frame_fields(prefix, clip, int(f)) for f in frames]
-    return {k: torch.stack([it[k] for it in items]).to(device) for k in items[0]}
+    """:func:`~vividtalk.data.stage2.frame_batch` of ``frames`` of ``clip``, on ``device``."""
+    return {k: v.to(device) for k, v in frame_batch(clip, frames, prefix).items()}
 
 
 def adaptation_loss(adapter: PersonAdapter, batch: dict, settings: AdaptSettings,

@@ -42,7 +42,7 @@ class PersonAdapter(nn.Module):
     def __init__(self, stage2: Mesh2VideoModule, prepared: dict, rank: int = 4, alpha: float | None = None) -> None:
         super().__init__()
         stage2.requires_grad_(False)
-        self.targets = {n: add_lora(getattr(stage2, n), rank, alpha, EXCLUDED[n]) for n in NETWORKS}
+        self.targets = add_adapters(stage2, rank, alpha)
         self.rank, self.alpha = rank, float(rank if alpha is None else alpha)
         self._stage2 = [stage2]  # not a submodule: its base weights are not the adapter's
         self.prepared = {k: v for k, v in prepared.items() if k not in STATIC}
@@ -71,6 +71,12 @@ class PersonAdapter(nn.Module):
         key>``, ``appearance.features`` and ``appearance.source`` (not yet clamped)."""
         out = {f"{n}.{k}": v for n in NETWORKS for k, v in lora_state(getattr(self.stage2, n)).items()}
         return {**out, "appearance.features": self.features.detach(), "appearance.source": self.reference.detach()}
+
+
+def add_adapters(stage2: Mesh2VideoModule, rank: int, alpha: float | None = None) -> dict[str, list[str]]:
+    """LoRA layers on stage 2's adapted networks (in place; :data:`EXCLUDED` left out): network
+    name -> the adapted module names."""
+    return {n: add_lora(getattr(stage2, n), rank, alpha, EXCLUDED[n]) for n in NETWORKS}
 
 
 def split_state(state: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from ..mesh2video.lora import add_lora, load_lora_state
-from .adapter import EXCLUDED, NETWORKS, merge_adapters
+from ..mesh2video.lora import load_lora_state
+from .adapter import NETWORKS, add_adapters, merge_adapters
 from .store import Personalization, PersonalizationError, check_base, load_personalization
 
 
@@ -16,12 +16,11 @@ def apply_personalization(stage2, face, path: str | os.PathLike, merge: bool = F
     personalization = load_personalization(path)
     check_base(personalization, stage2, face.model_id)
     lora = personalization.config["lora"]
+    targets = add_adapters(stage2, lora["rank"], lora["alpha"])
     for name in NETWORKS:
-        network = getattr(stage2, name)
-        targets = add_lora(network, lora["rank"], lora["alpha"], EXCLUDED[name])
-        if targets != lora["targets"][name]:
+        if targets[name] != lora["targets"][name]:
             raise PersonalizationError(f"{path}: the adapted layers of {name} differ from this base's")
-        load_lora_state(network, personalization.lora[name])
+        load_lora_state(getattr(stage2, name), personalization.lora[name])
     if merge:
         merge_adapters(stage2)
     stage2.eval()

@@ -11,11 +11,8 @@ from __future__ import annotations
 import torch
 
 from ..data import Clip
-from ..eval.image import psnr, ssim
 from ..eval.sharpness import cpbd
-from ..face.segmentation import FACE
 from ..mesh2video.evaluate import identity_sums
-from ..mesh2video.module import box_mask
 from ..mesh2video.visualize import frames_uint8
 from .adapt import frames_batch
 from .adapter import PersonAdapter
@@ -33,16 +30,14 @@ def heldout_metrics(adapter: PersonAdapter, clip: Clip, frames, batch_size: int 
     for start in range(0, len(frames), batch_size):
         batch = frames_batch(clip, frames[start: start + batch_size], device)
         image, target = adapter(batch["driving_vertices"], batch["driving_lips"])["image"].float(), batch["driving"]
-        face = (batch["driving_mask"] == FACE)[:, None].float()
-        mouth = box_mask(batch["driving_lips"], target.shape[-1], margin=8)
-        sums["psnr"] += float(psnr(image, target, face).sum())
-        sums["ssim"] += float(ssim(image, target, face).sum())
-        sums["psnr_mouth"] += float(psnr(image, target, mouth).sum())
+        batch["source"] = adapter.static()["source"].detach().expand(len(image), -1, -1, -1)
+        scores = adapter.stage2.face_metrics(batch, out={"image": image})  # stage 2's own protocol
+        for key in ("psnr", "ssim", "psnr_mouth"):
+            sums[key] += float(scores[key].sum())
         sums["cpbd"] += sum(cpbd(f) for f in frames_uint8(image))
         sums["cpbd_real"] += sum(cpbd(f) for f in frames_uint8(target))
         if identity is not None:
-            source = adapter.reference.detach().clamp(0, 1).expand(len(image), -1, -1, -1)
-            found = identity_sums(identity, image, target, source)
+            found = identity_sums(identity, image, target, batch["source"])
             sums["identity_distance"] += float(found["identity_distance"])
             scored += float(found["_scored"])
     out = {k: v / max(len(frames), 1) for k, v in sums.items() if k != "identity_distance"}

@@ -74,12 +74,11 @@ def personalize(stage2, face, video: str | os.PathLike, output: str | os.PathLik
               "lora": {"rank": adapter.rank, "alpha": adapter.alpha, "targets": adapter.targets,
                        "excluded": {k: list(v) for k, v in EXCLUDED.items()}}}
     source, style = source_face(clip), style_prompt(clip)
-    appearance = {k: v.detach() for k, v in adapter.static().items()}
-    save_personalization(output, config, split_state(adapter.state()), appearance, source, style)
+    appearance, lora = {k: v.detach() for k, v in adapter.static().items()}, split_state(adapter.state())
+    save_personalization(output, config, lora, appearance, source, style)
     if not keep_work:
         shutil.rmtree(output / ".work", ignore_errors=True)
-    personalization = Personalization(config, split_state(adapter.state()), appearance, source, style)
-    return personalization, report
+    return Personalization(config, lora, appearance, source, style), report
 
 
 def _prepared_source(stage2, clip: Clip) -> dict:

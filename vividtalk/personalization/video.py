@@ -19,17 +19,15 @@ from itertools import islice
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from ..audio.align import FPS, frames_to_samples
-from ..audio.io import AudioError, load_audio
+from ..audio.align import FPS
+from ..audio.io import frames_sound
 from ..data import ClipData, write_clip
 from ..data.clip import is_clip, read_meta
 from ..data.video import VideoError, iter_frames
-from ..face.crop import clip_crop_box, crop_image
 from ..face.model import FaceModel
-from ..face.prepare import FacePreparer
+from ..face.prepare import FacePreparer, crop_and_fit
 from ..face.tracking import NoFaceError, fill_missing
 
 CLIP_ID = "person"
@@ -74,25 +72,21 @@ def prepare_person_video(video: str | os.PathLike, work_dir: str | os.PathLike, 
         landmarks = preparer.tracker.track_video(frames)  # [T, 478, 3], NaN rows without a face
         _check_tracks(landmarks, path)
         landmarks = fill_missing(landmarks)
-        box = clip_crop_box(landmarks)
         frames = tqdm(islice(iter_frames(path, fps=FPS), len(landmarks)), total=len(landmarks), unit="frame",
                       desc="cropping", disable=not progress)
-        crops = np.stack([crop_image(f, box, size) for f in frames])
-        points = box.to_crop(landmarks, size)
-        fit = preparer.fitter.fit(points)
-        with torch.no_grad():
-            vertices = face.assemble(fit.beta, identity=fit.identity, lip_offsets=fit.lip_offsets, pose=fit.pose)
+        fitted = crop_and_fit(frames, landmarks, preparer.fitter, size)  # one box for the whole video
+        crops, points, fit = fitted.crops, fitted.points, fitted.fit
         chunks = tqdm(range(0, len(crops), LABEL_CHUNK), desc="labelling face / hair / background", unit="chunk",
                       disable=not progress)
         labels = np.concatenate([preparer.labels(crops[i: i + LABEL_CHUNK], points[i: i + LABEL_CHUNK])
                                  for i in chunks])
-    arrays = {"vertices": vertices.numpy().astype(np.float32), "pose": fit.pose.numpy(),
+    arrays = {"vertices": fitted.vertices, "pose": fit.pose.numpy(),
               "beta": fit.beta.numpy(), "lip_offsets": fit.lip_offsets.numpy(), "identity": fit.identity.numpy(),
               "masks": labels, "lip_landmarks": points[:, face.lip_contour().numpy(), :2].astype(np.float32)}
-    meta = {"source": str(path), "identity": "person", "face_model_id": face.model_id, "crop_box": box.to_list(),
+    meta = {"source": str(path), "identity": "person", "face_model_id": face.model_id, "crop_box": fitted.box.to_list(),
             "video_signature": signature, "fit_residual_px": float(fit.residual.mean())}
     work.mkdir(parents=True, exist_ok=True)
-    return write_clip(work, CLIP_ID, ClipData(crops, _audio(path, len(crops)), arrays, meta))
+    return write_clip(work, CLIP_ID, ClipData(crops, frames_sound(path, len(crops)), arrays, meta))
 
 
 def _check_tracks(landmarks: np.ndarray, path: Path) -> None:
@@ -105,12 +99,3 @@ def _check_tracks(landmarks: np.ndarray, path: Path) -> None:
     if missing > MAX_MISSING:
         raise NoFaceError(f"no face in {missing:.0%} of the frames of {path}; use a video in which the person's "
                           f"face is visible throughout (at most {MAX_MISSING:.0%} of the frames without it)")
-
-
-def _audio(path: Path, frames: int) -> np.ndarray | None:
-    """The video's sound for ``frames`` frames (padded with silence), or None without sound."""
-    try:
-        wav = load_audio(path)[: frames_to_samples(frames)]
-    except AudioError:
-        return None
-    return np.pad(wav, (0, frames_to_samples(frames) - len(wav))).astype(np.float32)
