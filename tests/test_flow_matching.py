@@ -139,6 +139,32 @@ def test_sample_keeps_the_context_and_depends_on_the_prompt():
     assert (out2[:, 15:] - out[:, 15:]).abs().mean() > 1e-3  # another prompt, other motion
 
 
+class _ZeroField(nn.Module):
+    motion_dim, max_frames = 6, 128
+
+    def forward(self, x_t, t, audio, context, known):
+        return torch.zeros_like(x_t)
+
+
+def test_temperature_scales_the_starting_noise():
+    audio, context = torch.randn(2, 30, 5), torch.randn(2, 30, 6)
+    known = torch.zeros(2, 30, dtype=torch.bool)
+    known[:, :10] = True
+    noise = torch.randn(context.shape, generator=torch.Generator().manual_seed(3))
+    for temperature in (1.0, 0.5):  # the zero field keeps x_0: the output is the scaled noise
+        out = sample(_ZeroField(), audio, context, known, known, steps=3,
+                     generator=torch.Generator().manual_seed(3), temperature=temperature)
+        assert torch.allclose(out[:, 10:], temperature * noise[:, 10:])
+    net = _network(seed=2)
+    runs = [sample_chunked(net, audio[:1], chunk=12, overlap=4, steps=2, temperature=0.0,
+                           generator=torch.Generator().manual_seed(s)) for s in (0, 1)]
+    assert torch.equal(runs[0], runs[1])  # no noise: the seed does not matter
+    hot = sample_chunked(net, audio[:1], chunk=12, overlap=4, steps=2, generator=torch.Generator().manual_seed(1))
+    assert (hot - runs[0]).abs().mean() > 1e-3
+    with pytest.raises(ValueError, match="temperature"):
+        sample(net, audio, context, known, known, temperature=-1.0)
+
+
 class _TrackingField(nn.Module):
     """A known field: every unknown frame flows to a target that is the last known frame's value
     plus the running sum of the audio since it (a smooth function of the audio and the context),

@@ -96,14 +96,17 @@ def test_the_report_has_every_row(corpus):
     torch.nn.init.normal_(net.out.weight, std=0.1)
     module = InContextMotionModule(net, steps=2, cfg_scale=1.0, max_prompt=20, chunk=20, overlap=5).eval()
     stage1 = _CopyStage1(cases[0].drive["beta"])
-    report = evaluate_style(module, cases, stage1, cfg_scales=(0.0, 1.0), steps=(1, 2), seeds=2, progress=False)
+    report = evaluate_style(module, cases, stage1, cfg_scales=(0.0, 1.0), steps=(1, 2), seeds=2, progress=False,
+                            temperatures=(0.0, 1.0))
     rows = report["rows"]
     assert report["cases"] == len(cases) and report["people"] == 4
-    assert set(rows) == {"real motion", "VividTalk stage 1", "in-context, same prompt, w 1, 2 steps",
-                         "in-context, other prompt, w 1, 2 steps", "in-context, none prompt, w 1, 2 steps",
-                         "in-context, same prompt, w 0, 2 steps", "in-context, same prompt, w 1, 1 steps"}
+    assert set(rows) == {"real motion", "VividTalk stage 1", "in-context, same prompt, w 1, 2 steps, T 1",
+                         "in-context, other prompt, w 1, 2 steps, T 1", "in-context, none prompt, w 1, 2 steps, T 1",
+                         "in-context, same prompt, w 0, 2 steps, T 1", "in-context, same prompt, w 1, 1 steps, T 1",
+                         "in-context, same prompt, w 1, 2 steps, T 0"}
     assert rows["real motion"]["lve"] == pytest.approx(0.0, abs=1e-9)
     direct = evaluate_stage1(stage1, cases, StyleScorer(FACE, cases))
     assert rows["VividTalk stage 1"] == direct and direct["lve"] > 0  # one person's motion for all
-    assert rows["in-context, same prompt, w 1, 2 steps"]["diversity"] > 0
+    assert rows["in-context, same prompt, w 1, 2 steps, T 1"]["diversity"] > 0
+    assert rows["in-context, same prompt, w 1, 2 steps, T 0"]["diversity"] == pytest.approx(0.0, abs=1e-7)
     assert "| VividTalk stage 1 |" in format_rows(report)

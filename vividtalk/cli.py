@@ -71,7 +71,8 @@ def _add_generate(sub) -> None:
     gen.add_argument("--expression-scale", type=float, default=1.0, help="scale of the expressions (default 1)")
     gen.add_argument("--no-blink", action="store_true", help="no blinking")
     gen.add_argument("--seed", type=int, default=0, help="seed of head motion and blinks (default 0)")
-    gen.add_argument("--temperature", type=float, help="head-pose sampling temperature (default: trained)")
+    gen.add_argument("--temperature", type=float, help="sampling temperature of the head-pose codebook, or of the "
+                                                       "in-context model's noise (default: trained)")
     gen.add_argument("--motion-model", choices=["vividtalk", "in_context"],
                      help="VividTalk's stage 1 or MimicTalk's in-context model (default: the pipeline's; "
                           "in_context when --style-video is given)")
@@ -271,7 +272,7 @@ def _eval_style(args: argparse.Namespace) -> int:
     expert = stage_from_checkpoint(args.sync_expert, "sync_expert")[0].expert.eval() if args.sync_expert else None
     cases = style_cases(args.corpus, args.features, args.frames, args.prompt_frames, args.split)
     report = evaluate_style(module.cpu().eval(), cases, pipe.audio2mesh.cpu().eval(), expert, args.cfg_scales,
-                            args.steps, args.seeds, progress=not args.quiet)
+                            args.steps, args.seeds, progress=not args.quiet, temperatures=args.temperatures)
     _write_report(output, report)
     print(format_rows(report))
     print(f"wrote {output}")
@@ -293,6 +294,8 @@ def _add_eval_style(sub) -> None:
     ev.add_argument("--prompt-frames", type=int, default=50, help="style prompt frames (default 50)")
     ev.add_argument("--cfg-scales", type=float, nargs="+", default=[0.0, 1.0, 2.0, 3.0], help="guidance sweep")
     ev.add_argument("--steps", type=int, nargs="+", default=[2, 5, 10], help="ODE steps sweep")
+    ev.add_argument("--temperatures", type=float, nargs="*", default=[], help="sampling temperature sweep "
+                                                                              "(default: none)")
     ev.add_argument("--seeds", type=int, default=3, help="samples per case for the diversity (default 3)")
     ev.add_argument("--output", required=True, help="the JSON report")
     ev.add_argument("--device", default="cpu", help=argparse.SUPPRESS)

@@ -123,19 +123,21 @@ def pose_window(module, wav: torch.Tensor, z_style: torch.Tensor, reference: tor
 @torch.no_grad()
 def in_context_track(module, wav: torch.Tensor, frames: int, source_pose: torch.Tensor,
                      prompt: dict[str, torch.Tensor] | None = None, cfg_scale: float | None = None,
-                     steps: int | None = None, generator: torch.Generator | None = None):
+                     steps: int | None = None, generator: torch.Generator | None = None,
+                     temperature: float | None = None):
     """Expression and head motion from MimicTalk's in-context model, styled by a prompt.
 
     Args:
         module: an :class:`~vividtalk.audio2mesh.in_context_module.InContextMotionModule`.
         wav: float [N] 16 kHz; frames: T; source_pose: [1, 7] where the head starts.
         prompt: from ``module.prompt`` (a reference clip of the person), None: unconditional.
-        cfg_scale, steps: guidance weight and ODE steps (None: the module's defaults).
+        cfg_scale, steps, temperature: guidance weight, ODE steps and the starting noise's std
+            (None: the module's defaults).
     Returns:
         (``{"beta": [1, T, K], "lip_offsets": [1, T, L, 3]}``, poses [1, T, 7] in crop pixels).
     """
     out = module.generate(encode_frames(module.audio_encoder, wav, 0, frames), prompt, cfg_scale, steps,
-                          generator=generator)
+                          generator=generator, temperature=temperature)
     return ({"beta": out["beta"], "lip_offsets": out["lip_offsets"]},
             features_to_pose(out["pose_features"], source_pose))
 

@@ -263,8 +263,9 @@ class VividTalkPipeline:
             generator: drives the same randomness instead of ``seed``: head motion is drawn
                 from it (on its device), blink times follow its ``initial_seed()``.
                 ``seed=s`` equals ``generator=torch.Generator(device=pipe.device).manual_seed(s)``.
-            temperature: the head-pose codebook sampling temperature (None: the trained
-                default; 0: the nearest code, nothing sampled).
+            temperature: the sampling temperature (None: the trained default): of the head-pose
+                codebook (0: the nearest code, nothing sampled), or with ``motion_model="in_context"``
+                of its starting noise (0: one deterministic motion).
             motion_model: "vividtalk" (VividTalk's stage 1 and head-pose codebook) or
                 "in_context" (MimicTalk's flow-matching model: expression and head motion
                 styled by ``style_video``); None: the pipeline's default (:attr:`motion_model`).
@@ -335,7 +336,7 @@ class VividTalkPipeline:
         if model == "in_context":
             prompt = self._style_prompt(style_video, progress) if style_video is not None else self._person_prompt()
             expr, generated = motion.in_context_track(self.in_context, wav_t, frames, source_pose, prompt, cfg_scale,
-                                                      steps, generator)
+                                                      steps, generator, temperature)
         else:
             expr, generated = self._expression(wav_t, identity, frames, progress), None
         clock.lap("expression")

@@ -131,22 +131,23 @@ def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
 
 
-def _in_context_runs(module, case: StyleCase, prompt: str, cfg_scale: float, steps: int,
-                     seeds: int) -> list[dict[str, torch.Tensor]]:
+def _in_context_runs(module, case: StyleCase, prompt: str, cfg_scale: float, steps: int, seeds: int,
+                     temperature: float | None = None) -> list[dict[str, torch.Tensor]]:
     """The module's motion for a case with prompt "same", "other" or "none", one per seed."""
     take = None if prompt == "none" else getattr(case, prompt)
     given = None if take is None else module.prompt(take["features"], take["beta"], take["lip_offsets"], take["pose"])
-    return [module.generate(case.drive["features"], given, cfg_scale, steps,
-                            generator=torch.Generator().manual_seed(seed)) for seed in range(seeds)]
+    return [module.generate(case.drive["features"], given, cfg_scale, steps, generator=torch.Generator().manual_seed(seed),
+                            temperature=temperature) for seed in range(seeds)]
 
 
 def evaluate_in_context(module, cases: list[StyleCase], scorer: StyleScorer, prompt: str, cfg_scale: float,
-                        steps: int, seeds: int = 1) -> dict[str, float]:
+                        steps: int, seeds: int = 1, temperature: float | None = None) -> dict[str, float]:
     """Mean scores of the in-context model over the cases (seed 0's sample; ``diversity``
-    the blendshapes' std over ``seeds`` samples, when more than one)."""
+    the blendshapes' std over ``seeds`` samples, when more than one; ``temperature`` None:
+    the module's)."""
     rows = []
     for case in cases:
-        runs = _in_context_runs(module, case, prompt, cfg_scale, steps, seeds)
+        runs = _in_context_runs(module, case, prompt, cfg_scale, steps, seeds, temperature)
         row = scorer(case, runs[0]["beta"], runs[0]["lip_offsets"], runs[0]["pose_features"])
         if seeds > 1:
             row["diversity"] = torch.stack([r["beta"] for r in runs]).std(0).mean().item()
@@ -166,21 +167,27 @@ def evaluate_stage1(audio2mesh, cases: list[StyleCase], scorer: StyleScorer) -> 
 
 
 def evaluate_style(module, cases: list[StyleCase], audio2mesh=None, sync_expert=None, cfg_scales=(0.0, 1.0, 2.0, 3.0),
-                   steps=(2, 5, 10), seeds: int = 3, progress: bool = True) -> dict:
+                   steps=(2, 5, 10), seeds: int = 3, progress: bool = True, temperatures=()) -> dict:
     """The full report: real motion, stage 1, and the in-context model with each prompt at its
-    defaults, then its same-person prompt at each ``cfg_scales`` (default steps) and each
-    ``steps`` (default guidance). Returns ``{"cases": n, "rows": {name: scores}}``."""
+    defaults, then its same-person prompt at each ``cfg_scales``, each ``steps`` and each
+    ``temperatures`` (the other two at their defaults; the temperature rows with ``seeds``
+    samples for their diversity). Returns ``{"cases": n, "people": p, "rows": {name: scores}}``."""
     scorer = StyleScorer(module.face, cases, sync_expert)
-    w0, n0 = module.hparams.cfg_scale, module.hparams.steps
-    jobs = [(f"in-context, {p} prompt, w {w0:g}, {n0} steps", p, w0, n0, seeds) for p in ("same", "other", "none")]
-    jobs += [(f"in-context, same prompt, w {w:g}, {n0} steps", "same", w, n0, 1) for w in cfg_scales if w != w0]
-    jobs += [(f"in-context, same prompt, w {w0:g}, {n} steps", "same", w0, n, 1) for n in steps if n != n0]
+    hp = module.hparams
+    w0, n0, t0 = hp.cfg_scale, hp.steps, hp.temperature
+    jobs = [(f"in-context, {p} prompt, w {w0:g}, {n0} steps, T {t0:g}", p, w0, n0, seeds, t0)
+            for p in ("same", "other", "none")]
+    jobs += [(f"in-context, same prompt, w {w:g}, {n0} steps, T {t0:g}", "same", w, n0, 1, t0)
+             for w in cfg_scales if w != w0]
+    jobs += [(f"in-context, same prompt, w {w0:g}, {n} steps, T {t0:g}", "same", w0, n, 1, t0) for n in steps if n != n0]
+    jobs += [(f"in-context, same prompt, w {w0:g}, {n0} steps, T {t:g}", "same", w0, n0, seeds, t)
+             for t in temperatures if t != t0]
     rows = {"real motion": _mean([scorer(c, c.drive["beta"], c.drive["lip_offsets"],
                                          relative_features(c.drive["pose"])) for c in cases])}
     if audio2mesh is not None:
         rows["VividTalk stage 1"] = evaluate_stage1(audio2mesh, cases, scorer)
-    for name, prompt, w, n, k in tqdm(jobs, desc="style evaluation", disable=not progress):
-        rows[name] = evaluate_in_context(module, cases, scorer, prompt, w, n, k)
+    for name, prompt, w, n, k, t in tqdm(jobs, desc="style evaluation", disable=not progress):
+        rows[name] = evaluate_in_context(module, cases, scorer, prompt, w, n, k, t)
     return {"cases": len(cases), "people": len({c.person for c in cases}), "rows": rows}
 
 

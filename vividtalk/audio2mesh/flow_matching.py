@@ -12,6 +12,9 @@ Sampling: the style prompt (a reference clip's audio and motion) and, in chunked
 end of the previous chunk are the known context; the new audio's frames start from noise and
 follow dx/dt = v from t = 0 to 1 (Euler or midpoint, N steps). Guidance on the prompt:
 v = v(x, a, s) + w (v(x, a, s) - v(x, a, 0)), the unconditional pass seeing no prompt frames.
+A sampling ``temperature`` scales the starting noise (x_0 ~ N(0, temperature^2 I)): below 1 the
+samples move toward the flow's most likely motion, trading seed-to-seed diversity for accuracy
+(0: one deterministic path).
 """
 
 from __future__ import annotations
@@ -135,14 +138,17 @@ def solve_ode(velocity: Velocity, x0: torch.Tensor, steps: int, method: str = "m
 @torch.no_grad()
 def sample(network, audio: torch.Tensor, context: torch.Tensor, known: torch.Tensor, prompt: torch.Tensor,
            steps: int = 10, method: str = "midpoint", cfg_scale: float = 0.0,
-           generator: torch.Generator | None = None) -> torch.Tensor:
+           generator: torch.Generator | None = None, temperature: float = 1.0) -> torch.Tensor:
     """Motion for every frame: the known frames' context, the others generated.
 
-    Args: as :func:`guided_velocity`; steps, method: as :func:`solve_ode`.
+    Args: as :func:`guided_velocity`; steps, method: as :func:`solve_ode`; temperature: the
+        starting noise's std (>= 0).
     Returns:
         float [B, T, D].
     """
-    x0 = torch.randn(context.shape, generator=generator).to(context)
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    x0 = temperature * torch.randn(context.shape, generator=generator).to(context)
     x1 = solve_ode(guided_velocity(network, audio, context, known, prompt, cfg_scale), x0, steps, method)
     return torch.where(known[..., None], context, x1)
 
@@ -152,7 +158,8 @@ def sample_chunked(network, audio: torch.Tensor, prompt_audio: torch.Tensor | No
                    prompt_motion: torch.Tensor | None = None, chunk: int = 200, overlap: int = 25,
                    steps: int = 10, method: str = "midpoint", cfg_scale: float = 0.0,
                    generator: torch.Generator | None = None,
-                   anchor: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+                   anchor: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                   temperature: float = 1.0) -> torch.Tensor:
     """Motion for audio of any length, ``chunk`` new frames at a time.
 
     Each chunk is one infilling problem: [style prompt | the last ``overlap`` generated frames |
@@ -166,6 +173,7 @@ def sample_chunked(network, audio: torch.Tensor, prompt_audio: torch.Tensor | No
             known motion [B, n, D] -> the offset [B, 1, D] that makes its first frame the
             reference. Without a prompt, each later chunk's window starts at the previous
             chunk's tail, so the tail is re-anchored by it and the offset added back after.
+        temperature: as for :func:`sample`.
     Returns:
         float [B, N, D].
     """
@@ -189,6 +197,6 @@ def sample_chunked(network, audio: torch.Tensor, prompt_audio: torch.Tensor | No
         prompt = torch.zeros_like(known)
         prompt[:, :p] = True
         x = sample(network, torch.cat(parts_a, 1), torch.cat(parts_m, 1), known, prompt, steps, method,
-                   cfg_scale, generator)
+                   cfg_scale, generator, temperature)
         out[:, start:stop] = x[:, p + tail:] + offset
     return out

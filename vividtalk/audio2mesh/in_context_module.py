@@ -41,7 +41,8 @@ class InContextMotionModule(pl.LightningModule):
         network: the velocity field (its ``motion_dim`` must be the codec's).
         audio_encoder: waveform [B, N] -> features [B, T, A] at inference (training reads the
             corpus' cached features of the same encoder); None when only training.
-        cfg_scale, steps: the defaults of :meth:`generate` (guidance weight, midpoint ODE steps).
+        cfg_scale, steps, temperature: the defaults of :meth:`generate` (guidance weight,
+            midpoint ODE steps, the starting noise's std: :func:`~.flow_matching.sample`).
         max_prompt, chunk, overlap: :meth:`generate`'s longest style prompt (its first frames
             are used), new frames per chunk and frames a chunk continues from: keep
             ``max_prompt + overlap + chunk`` within the sequences the model was trained on (a
@@ -66,7 +67,7 @@ class InContextMotionModule(pl.LightningModule):
     """
 
     def __init__(self, network: FlowMatchingTransformer, audio_encoder: nn.Module | None = None,
-                 cfg_scale: float = 2.0, steps: int = 10, max_prompt: int = 250, chunk: int = 200,
+                 cfg_scale: float = 2.0, steps: int = 10, temperature: float = 1.0, max_prompt: int = 250, chunk: int = 200,
                  overlap: int = 25, lip_components: int = 16, optimizer: OptimizerCallable = adam,
                  lr_scheduler: LRSchedulerCallable | None = None, min_target: float = 0.3, max_target: float = 0.9,
                  max_segments: int = 2, drop_prompt: float = 0.1, sigma_min: float = 0.0,
@@ -120,9 +121,10 @@ class InContextMotionModule(pl.LightningModule):
     @torch.no_grad()
     def generate(self, features: torch.Tensor, prompt: dict[str, torch.Tensor] | None = None,
                  cfg_scale: float | None = None, steps: int | None = None, method: str = "midpoint",
-                 generator: torch.Generator | None = None) -> dict:
+                 generator: torch.Generator | None = None, temperature: float | None = None) -> dict:
         """Motion for audio features [1, T, A] (any T), styled by ``prompt`` (None: unconditional;
-        its first ``max_prompt`` frames are used).
+        its first ``max_prompt`` frames are used). None for ``cfg_scale``, ``steps``,
+        ``temperature``: the module's defaults.
 
         Returns:
             ``beta`` [1, T, K], ``lip_offsets`` [1, T, L, 3], ``pose_features`` [1, T, 6]
@@ -131,13 +133,14 @@ class InContextMotionModule(pl.LightningModule):
         hp = self.hparams
         cfg_scale = hp.cfg_scale if cfg_scale is None else cfg_scale
         steps = hp.steps if steps is None else steps
+        temperature = hp.temperature if temperature is None else temperature
         if prompt is not None:
             prompt = {k: v[:, :hp.max_prompt] for k, v in prompt.items()}
         p = 0 if prompt is None else prompt["features"].shape[1]
         chunk = max(1, min(hp.chunk, self.network.max_frames - p - hp.overlap))
         x = sample_chunked(self.network, features, None if prompt is None else prompt["features"],
                            None if prompt is None else prompt["motion"], chunk, hp.overlap, steps, method,
-                           cfg_scale if prompt is not None else 0.0, generator, self.pose_anchor)
+                           cfg_scale if prompt is not None else 0.0, generator, self.pose_anchor, temperature)
         x = x - self.pose_anchor(x)  # the pose measured from the first generated frame
         out = self.codec.decode(x)
         return {"beta": out["beta"], "lip_offsets": out["lip_offsets"], "pose_features": out["pose"]}
