@@ -112,13 +112,46 @@ def test_sync_loss_is_one_minus_the_agreement_on_target_windows():
     target[:, 8:] = True
     t = torch.tensor([1.0, 0.5])
     with torch.no_grad():
-        got = module.sync_loss(x1, batch["features"], batch["identity"], target, t)
+        got = module.sync_loss(module.lips(x1, batch["identity"]), batch["features"], target, t)
         pred = module.codec.decode(x1)
         agree = module.sync_expert(lip_motion(module.face, pred["beta"], pred["lip_offsets"], batch["identity"]),
                                    batch["features"])  # [2, 16]: window i centred on frame i + 2
         weight = torch.stack([(torch.arange(16) + 2 >= 8).float() * w for w in t])
         expected = ((1 - agree) * weight).sum() / weight.sum()
     assert torch.allclose(got, expected, atol=1e-6)
+
+
+def test_lip_loss_is_the_lips_error_over_their_spread_on_target_frames():
+    module = _in_context(sync_weight=0.0)
+    batch = _batch(module)
+    real = module.lips(module.motion(batch), batch["identity"])  # [2, 20, 240]
+    target = torch.zeros(2, 20, dtype=torch.bool)
+    target[0, 5:] = True
+    target[1, :3] = True
+    frames = real[target]  # [18, 240] the target frames only
+    mean = frames.mean(0)
+    assert torch.allclose(module.lip_loss(real, real, target), torch.tensor(0.0))
+    assert torch.allclose(module.lip_loss(mean.expand_as(real), real, target), torch.tensor(1.0), atol=1e-5)
+    noisy = real + 0.1 * torch.randn_like(real)
+    noisy[~target] = 100.0  # context frames do not count
+    expected = ((noisy[target] - frames) ** 2).mean() / ((frames - mean) ** 2).mean()
+    assert torch.allclose(module.lip_loss(noisy, real, target), expected, rtol=1e-5)
+
+
+def test_lip_loss_trains_the_network():
+    module = _in_context(sync_weight=0.0)
+    module.hparams.lip_weight = 1.0
+    module.train()
+    batch = _batch(module)
+    torch.manual_seed(0)
+    with_lips = module.training_step(batch, 0)
+    module.hparams.lip_weight = 0.0
+    torch.manual_seed(0)
+    without = module.training_step(batch, 0)
+    assert with_lips > without  # the same noise and masks, plus a positive term
+    module.hparams.lip_weight = 1.0
+    module.training_step(batch, 0).backward()
+    assert module.network.motion_proj.weight.grad.abs().sum() > 0
 
 
 def test_a_pipeline_saves_no_sync_expert(tmp_path):

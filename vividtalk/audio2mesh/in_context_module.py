@@ -63,6 +63,10 @@ class InContextMotionModule(pl.LightningModule):
             The loss is 1 - the expert's agreement between the audio and the lips of the one-step
             estimate x_1^ = x_t + (1 - t) v, over the target frames, weighted by t (x_1^ is
             noise-dominated at small t).
+        lip_weight: weight of a regression of the one-step estimate's lips on the real ones
+            (:meth:`lip_loss`; 0: none). x_1^ - x_1 = (1 - t)(v - u), so this is L_CFM
+            re-weighted toward small t and toward the channels that move the lips: it does not
+            change the flow's optimum, it spends the network's capacity where the LVE is measured.
         face_model: path of a face model file; None for the packaged default.
     """
 
@@ -73,7 +77,7 @@ class InContextMotionModule(pl.LightningModule):
                  max_segments: int = 2, drop_prompt: float = 0.1, sigma_min: float = 0.0,
                  feature_dropout: float = 0.1, stats_batches: int = 200, eval_steps: int = 10,
                  sync_expert: SyncExpert | None = None, sync_checkpoint: str | None = None, sync_weight: float = 0.0,
-                 face_model: str | None = None) -> None:
+                 lip_weight: float = 0.0, face_model: str | None = None) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["network", "audio_encoder", "sync_expert", "optimizer", "lr_scheduler"])
         self.network, self.audio_encoder = network, audio_encoder
@@ -190,23 +194,45 @@ class InContextMotionModule(pl.LightningModule):
         dropped = torch.nn.functional.dropout(audio, hp.feature_dropout, training=True)
         out = cfm_loss(self.network, x1, dropped, target, None, hp.sigma_min)
         self.log("train/cfm", out["loss"], prog_bar=True, batch_size=len(x1))
-        if hp.sync_weight <= 0:
-            return out["loss"]
-        sync = self.sync_loss(out["x1_hat"], audio, batch["identity"], target, out["t"])
-        self.log("train/sync", sync, batch_size=len(x1))
-        return out["loss"] + hp.sync_weight * sync
+        loss = out["loss"]
+        if hp.sync_weight <= 0 and hp.lip_weight <= 0:
+            return loss
+        lips = self.lips(out["x1_hat"], batch["identity"])
+        if hp.sync_weight > 0:
+            sync = self.sync_loss(lips, audio, target, out["t"])
+            self.log("train/sync", sync, batch_size=len(x1))
+            loss = loss + hp.sync_weight * sync
+        if hp.lip_weight > 0:
+            regression = self.lip_loss(lips, self.lips(x1, batch["identity"]), target)
+            self.log("train/lip", regression, batch_size=len(x1))
+            loss = loss + hp.lip_weight * regression
+        return loss
 
-    def sync_loss(self, x1_hat: torch.Tensor, audio: torch.Tensor, identity: torch.Tensor, target: torch.Tensor,
-                  t: torch.Tensor) -> torch.Tensor:
-        """L_sync of one-step estimates x1_hat [B, T, D] against audio features [B, T, A] (the
-        identity shapes [B, V, 3]; target [B, T]; flow times t [B])."""
-        pred = self.codec.decode(x1_hat)
-        lips = lip_motion(self.face, pred["beta"], pred["lip_offsets"], identity)  # [B, T, 3L]
+    def lips(self, x: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+        """Lip-vertex displacements [B, T, 3L] from the neutral face of normalised motion x
+        [B, T, D] (the identity shapes [B, V, 3])."""
+        pred = self.codec.decode(x)
+        return lip_motion(self.face, pred["beta"], pred["lip_offsets"], identity)
+
+    def sync_loss(self, lips: torch.Tensor, audio: torch.Tensor, target: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """L_sync of one-step estimates' lips [B, T, 3L] against audio features [B, T, A]
+        (target [B, T]; flow times t [B])."""
         agreement = self.sync_expert(lips, audio)  # [B, T - w + 1]
         w = self.sync_expert.window
         centre = target[:, w // 2: w // 2 + agreement.shape[1]].to(agreement.dtype)  # windows centred on targets
         weight = centre * t[:, None]
         return ((1 - agreement) * weight).sum() / weight.sum().clamp_min(1e-6)
+
+    @staticmethod
+    def lip_loss(lips: torch.Tensor, real: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean squared error of lips [B, T, 3L] against the real ones on the target frames
+        [B, T], over the real lips' variance there (1: no better than their mean; scale-free)."""
+        weight = target.to(lips.dtype)[..., None]
+        count = (weight.sum() * lips.shape[-1]).clamp_min(1.0)
+        error = ((lips - real) ** 2 * weight).sum() / count
+        mean = (real * weight).sum((0, 1)) / weight.sum().clamp_min(1.0)
+        spread = ((real - mean) ** 2 * weight).sum().detach() / count
+        return error / spread.clamp_min(1e-12)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         """The window after its prompt (prompted batches) or its second half after its first."""
