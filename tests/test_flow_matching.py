@@ -273,3 +273,69 @@ def test_generate_uses_the_first_max_prompt_frames_of_a_prompt():
     runs = [module.generate(audio, p, generator=torch.Generator().manual_seed(0)) for p in (long, short, None)]
     assert torch.equal(runs[0]["beta"], runs[1]["beta"]) and runs[0]["beta"].shape == (1, 25, 29)
     assert not torch.allclose(runs[0]["beta"], runs[2]["beta"])
+
+
+def _person_takes(module, styles, t, generator, prefix=""):
+    """Takes of people who differ in their resting mouth: ``styles`` [B] scale one fixed offset
+    of their blendshapes and lips (a smile, say) on top of motion linear in 8-channel audio
+    features (as the network sees them: layer-normalised per frame)."""
+    face, b = module.face, len(styles)
+    g = torch.Generator().manual_seed(7)
+    mix, smile = torch.randn(8, face.num_expressions, generator=g) * 0.1, torch.rand(face.num_expressions, generator=g) * 0.3
+    lips, lip_smile = torch.randn(8, face.num_lip_vertices * 3, generator=g) * 1e-3, torch.randn(face.num_lip_vertices * 3, generator=g) * 3e-3
+    audio = torch.randn(b, t, 8, generator=generator)
+    heard, s = nn.functional.layer_norm(audio, (8,)), styles[:, None, None]
+    return {f"{prefix}features": audio, f"{prefix}beta": heard @ mix + s * smile,
+            f"{prefix}lip_offsets": (heard @ lips + s * lip_smile).reshape(b, t, face.num_lip_vertices, 3),
+            f"{prefix}pose": torch.tensor([0.0, 0.0, 0.0, 128.0, 128.0, 0.0, 200.0]).expand(b, t, 7)}
+
+
+def test_a_same_person_prompt_lowers_the_lve_of_a_trained_model():
+    """Trained by prompted infilling on people who differ only in how much they move the mouth,
+    the model reads a new person's style from their prompt: the LVE against their real motion
+    is lower with their own prompt than with none or with another person's."""
+    from vividtalk.audio2mesh.losses import nonrigid_mesh
+    from vividtalk.eval.mesh import lip_vertex_error
+
+    from vividtalk.audio2mesh.in_context_module import InContextMotionModule
+
+    torch.manual_seed(0)
+    net = FlowMatchingTransformer(51, 8, d_model=32, num_layers=2, num_heads=4, ffn_dim=64, dropout=0.0, max_frames=64)
+    module = InContextMotionModule(net, max_prompt=16, chunk=24, overlap=4, steps=4, cfg_scale=0.0, temperature=0.0,
+                                   feature_dropout=0.0)
+    g = torch.Generator().manual_seed(0)
+    sample_gains = lambda n: 2 * torch.rand(n, generator=g) - 1  # noqa: E731
+    fit = _person_takes(module, sample_gains(400), 16, g)
+    fitted = MotionCodec.fit(fit["beta"].flatten(0, 1), fit["lip_offsets"].flatten(0, 1),
+                             torch.zeros(400 * 16, module.codec.pose_dim), module.codec.lip_components)
+    module.codec.load_state_dict(fitted.state_dict())
+    optimizer = torch.optim.Adam(module.network.parameters(), lr=3e-3)
+    identity = module.face.assemble(torch.zeros(32, module.face.num_expressions))
+    module.train()
+    torch.manual_seed(0)
+    for _ in range(600):
+        gains = sample_gains(32)
+        batch = {**_person_takes(module, gains, 16, g), **_person_takes(module, gains, 16, g, "prompt_"),
+                 "identity": identity}
+        optimizer.zero_grad()
+        module.training_step(batch, 0).backward()
+        optimizer.step()
+    module.eval()
+    gains = torch.tensor([-0.9, -0.6, 0.6, 0.9])  # new people, away from the average style
+    drive, own = _person_takes(module, gains, 20, g), _person_takes(module, gains, 16, g)
+    other = _person_takes(module, gains.flip(0), 16, g)
+
+    def lve(prompt_of):
+        errors = []
+        for i in range(len(gains)):
+            prompt = None if prompt_of is None else module.prompt(
+                *(prompt_of[k][i:i + 1] for k in ("features", "beta", "lip_offsets", "pose")))
+            out = module.generate(drive["features"][i:i + 1], prompt)
+            face, ident = module.face, identity[:1]
+            pred = nonrigid_mesh(face, out["beta"], out["lip_offsets"], ident)
+            real = nonrigid_mesh(face, drive["beta"][i:i + 1], drive["lip_offsets"][i:i + 1], ident)
+            errors.append(lip_vertex_error(pred, real, face.lip_indices).mean())
+        return float(torch.stack(errors).mean())
+
+    same, none, wrong = lve(own), lve(None), lve(other)
+    assert same < 0.7 * none and same < 0.7 * wrong, (same, none, wrong)
