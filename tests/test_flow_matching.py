@@ -291,21 +291,20 @@ def _person_takes(module, styles, t, generator, prefix=""):
 
 
 def test_a_same_person_prompt_lowers_the_lve_of_a_trained_model():
-    """Trained by prompted infilling on people who differ only in how much they move the mouth,
-    the model reads a new person's style from their prompt: the LVE against their real motion
+    """Trained by prompted infilling on people who differ in their resting mouth (a smile),
+    the model reads a new person's style from their prompt: the LVE astylest their real motion
     is lower with their own prompt than with none or with another person's."""
+    from vividtalk.audio2mesh.in_context_module import InContextMotionModule
     from vividtalk.audio2mesh.losses import nonrigid_mesh
     from vividtalk.eval.mesh import lip_vertex_error
-
-    from vividtalk.audio2mesh.in_context_module import InContextMotionModule
 
     torch.manual_seed(0)
     net = FlowMatchingTransformer(51, 8, d_model=32, num_layers=2, num_heads=4, ffn_dim=64, dropout=0.0, max_frames=64)
     module = InContextMotionModule(net, max_prompt=16, chunk=24, overlap=4, steps=4, cfg_scale=0.0, temperature=0.0,
                                    feature_dropout=0.0)
     g = torch.Generator().manual_seed(0)
-    sample_gains = lambda n: 2 * torch.rand(n, generator=g) - 1  # noqa: E731
-    fit = _person_takes(module, sample_gains(400), 16, g)
+    sample_styles = lambda n: 2 * torch.rand(n, generator=g) - 1  # noqa: E731
+    fit = _person_takes(module, sample_styles(400), 16, g)
     fitted = MotionCodec.fit(fit["beta"].flatten(0, 1), fit["lip_offsets"].flatten(0, 1),
                              torch.zeros(400 * 16, module.codec.pose_dim), module.codec.lip_components)
     module.codec.load_state_dict(fitted.state_dict())
@@ -314,20 +313,20 @@ def test_a_same_person_prompt_lowers_the_lve_of_a_trained_model():
     module.train()
     torch.manual_seed(0)
     for _ in range(600):
-        gains = sample_gains(32)
-        batch = {**_person_takes(module, gains, 16, g), **_person_takes(module, gains, 16, g, "prompt_"),
+        styles = sample_styles(32)
+        batch = {**_person_takes(module, styles, 16, g), **_person_takes(module, styles, 16, g, "prompt_"),
                  "identity": identity}
         optimizer.zero_grad()
         module.training_step(batch, 0).backward()
         optimizer.step()
     module.eval()
-    gains = torch.tensor([-0.9, -0.6, 0.6, 0.9])  # new people, away from the average style
-    drive, own = _person_takes(module, gains, 20, g), _person_takes(module, gains, 16, g)
-    other = _person_takes(module, gains.flip(0), 16, g)
+    styles = torch.tensor([-0.9, -0.6, 0.6, 0.9])  # new people, away from the average
+    drive, own = _person_takes(module, styles, 20, g), _person_takes(module, styles, 16, g)
+    other = _person_takes(module, styles.flip(0), 16, g)
 
     def lve(prompt_of):
         errors = []
-        for i in range(len(gains)):
+        for i in range(len(styles)):
             prompt = None if prompt_of is None else module.prompt(
                 *(prompt_of[k][i:i + 1] for k in ("features", "beta", "lip_offsets", "pose")))
             out = module.generate(drive["features"][i:i + 1], prompt)
