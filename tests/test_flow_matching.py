@@ -292,7 +292,7 @@ def _person_takes(module, styles, t, generator, prefix=""):
 
 def test_a_same_person_prompt_lowers_the_lve_of_a_trained_model():
     """Trained by prompted infilling on people who differ in their resting mouth (a smile),
-    the model reads a new person's style from their prompt: the LVE astylest their real motion
+    the model reads a new person's style from their prompt: the LVE against their real motion
     is lower with their own prompt than with none or with another person's."""
     from vividtalk.audio2mesh.in_context_module import InContextMotionModule
     from vividtalk.audio2mesh.losses import nonrigid_mesh
@@ -324,13 +324,14 @@ def test_a_same_person_prompt_lowers_the_lve_of_a_trained_model():
     drive, own = _person_takes(module, styles, 20, g), _person_takes(module, styles, 16, g)
     other = _person_takes(module, styles.flip(0), 16, g)
 
+    face, ident = module.face, identity[:1]
+
     def lve(prompt_of):
         errors = []
         for i in range(len(styles)):
             prompt = None if prompt_of is None else module.prompt(
                 *(prompt_of[k][i:i + 1] for k in ("features", "beta", "lip_offsets", "pose")))
             out = module.generate(drive["features"][i:i + 1], prompt)
-            face, ident = module.face, identity[:1]
             pred = nonrigid_mesh(face, out["beta"], out["lip_offsets"], ident)
             real = nonrigid_mesh(face, drive["beta"][i:i + 1], drive["lip_offsets"][i:i + 1], ident)
             errors.append(lip_vertex_error(pred, real, face.lip_indices).mean())
