@@ -204,6 +204,29 @@ def test_lip_gap_term_and_closure_recall(face_model):
     assert closure_recall(face_model, half, truth, identity) == 0.5  # frames 0, 1 of 4 closed
 
 
+def test_closure_term_charges_only_lips_left_open_where_the_target_closes(face_model):
+    """Reference: an explicit loop over frames with the polygon gap of the test above. Target
+    frames 0-2 closed (neutral), 3-5 open; the prediction opens frames 1 and 4 wider, closes 5."""
+    from vividtalk.audio2mesh.losses import lip_gap
+
+    identity = face_model.mean[None]
+    jaw = face_model.expression_names.index("jawOpen")
+    target_beta = torch.zeros(1, 6, 29)
+    target_beta[0, 3:, jaw] = 0.3
+    pred_beta = target_beta.clone()
+    pred_beta[0, 1, jaw], pred_beta[0, 4, jaw], pred_beta[0, 5, jaw] = 0.2, 0.5, 0.0
+    none = torch.zeros(1, 6, 80, 3)
+    target, pred = ({"beta": b, "lip_offsets": none, "identity": identity} for b in (target_beta, pred_beta))
+    out = bsvo_loss(face_model, pred, target, closure_weight=7.0)
+    gaps = [lip_gap(face_model, nonrigid_mesh(face_model, b, none, identity))[0] for b in (pred_beta, target_beta)]
+    neutral, height = float(lip_gap(face_model, identity)[0]), float(identity[0, :, 1].max() - identity[0, :, 1].min())
+    shortfalls = [max(float(gaps[0][t] - gaps[1][t]), 0.0) for t in range(6) if gaps[1][t] <= neutral + 0.005 * height]
+    assert len(shortfalls) == 3 and shortfalls[1] > 0 and shortfalls[0] == shortfalls[2] == 0  # only frame 1 counts
+    torch.testing.assert_close(out["closure"], torch.tensor(np.mean(shortfalls), dtype=torch.float32))
+    torch.testing.assert_close(out["loss"], out["coeff"] + 10.0 * out["mesh"] + 7.0 * out["closure"])
+    assert bsvo_loss(face_model, target, target, closure_weight=7.0)["closure"] == 0
+
+
 def test_module_rejects_mismatched_audio_sizes():
     with pytest.raises(ValueError, match="audio_dim"):
         Audio2MeshModule(small_network(), StyleEncoder(style_dim=S), LogMelEncoder(out_dim=A + 1))

@@ -19,7 +19,7 @@ from torch import nn
 from ..eval.mesh import face_dynamics_deviation, lip_vertex_error, upper_face_vertices
 from ..face.model import FaceModel
 from ..face.holes import lip_gap
-from .losses import bsvo_loss, nonrigid_mesh
+from .losses import bsvo_loss, closed_lips, nonrigid_mesh
 
 
 def adam(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
@@ -46,7 +46,8 @@ class Audio2MeshModule(pl.LightningModule):
         optimizer: a callable params -> optimiser (LightningCLI: ``class_path`` in YAML).
         lr_scheduler: optional callable optimiser -> scheduler, stepped once per epoch.
         coeff_weight, mesh_weight: weights of L_bsvo's two terms; gap_weight: of the lip-gap
-            term (:func:`~vividtalk.audio2mesh.losses.bsvo_loss`; 0: the paper's loss).
+            term (:func:`~vividtalk.audio2mesh.losses.bsvo_loss`; 0: the paper's loss);
+            closure_weight: of the one-sided closure term (lips left open where the target closes).
         feature_dropout: dropout on the audio features in training (a regulariser against
             learning the few synthetic voices of a corpus by heart).
         face_model: path of a face model file; None for the packaged default.
@@ -64,12 +65,14 @@ class Audio2MeshModule(pl.LightningModule):
         face_model: str | None = None,
         gap_weight: float = 0.0,
         feature_dropout: float = 0.0,
+        closure_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["network", "style_encoder", "audio_encoder", "optimizer", "lr_scheduler"])
         self.network, self.style_encoder, self.audio_encoder = network, style_encoder, audio_encoder
         self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
         self.coeff_weight, self.mesh_weight, self.gap_weight = coeff_weight, mesh_weight, gap_weight
+        self.closure_weight = closure_weight
         if not 0.0 <= feature_dropout < 1.0:
             raise ValueError(f"feature_dropout must be in [0, 1), got {feature_dropout}")
         self.feature_dropout = feature_dropout
@@ -95,13 +98,17 @@ class Audio2MeshModule(pl.LightningModule):
         z_style = self.style_encoder(batch["identity"])
         features = torch.nn.functional.dropout(self.features(batch), self.feature_dropout, training=True)
         pred = self.network(features, z_style, beta=batch["beta"], lip_offsets=batch["lip_offsets"])
-        losses = bsvo_loss(self.face, pred, batch, self.coeff_weight, self.mesh_weight, self.gap_weight)
+        losses = self._losses(pred, batch)
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True, batch_size=len(batch["beta"]))
         with torch.no_grad():
             self.target_beta_sum += batch["beta"].double().sum((0, 1))
             self.target_offset_sum += batch["lip_offsets"].double().sum((0, 1))
             self.target_frames += batch["beta"].shape[0] * batch["beta"].shape[1]
         return losses["loss"]
+
+    def _losses(self, pred: dict, batch: dict) -> dict:
+        return bsvo_loss(self.face, pred, batch, self.coeff_weight, self.mesh_weight, self.gap_weight,
+                         self.closure_weight)
 
     def mean_face(self, batch: dict) -> dict[str, torch.Tensor] | None:
         """The mean-face baseline for a batch: the mean training coefficients [B, T, K] and lip
@@ -129,7 +136,7 @@ class Audio2MeshModule(pl.LightningModule):
     def _evaluate(self, batch: dict, stage: str) -> None:
         z_style = self.style_encoder(batch["identity"])
         pred = self.network.generate(self.features(batch), z_style)
-        losses = bsvo_loss(self.face, pred, batch, self.coeff_weight, self.mesh_weight, self.gap_weight)
+        losses = self._losses(pred, batch)
         mesh_pred = nonrigid_mesh(self.face, pred["beta"], pred["lip_offsets"], batch["identity"])
         mesh_true = nonrigid_mesh(self.face, batch["beta"], batch["lip_offsets"], batch["identity"])
         neutral = batch["identity"][:, None].expand_as(mesh_true)
@@ -159,10 +166,8 @@ def closure_recall(face: FaceModel, mesh_pred: torch.Tensor, mesh_true: torch.Te
                    margin: float = 0.005) -> torch.Tensor:
     """Share of the frames with closed target lips (inner-lip gap within ``margin`` face heights
     of the identity's neutral gap) where the prediction is closed too (NaN without any)."""
-    height = (identity[..., 1].amax(-1) - identity[..., 1].amin(-1))[:, None]  # [B, 1]
-    neutral = lip_gap(face, identity)[:, None]
-    closed_true = lip_gap(face, mesh_true) <= neutral + margin * height
-    closed_pred = lip_gap(face, mesh_pred) <= neutral + margin * height
+    closed_true = closed_lips(face, lip_gap(face, mesh_true), identity, margin)
+    closed_pred = closed_lips(face, lip_gap(face, mesh_pred), identity, margin)
     return (closed_pred & closed_true).sum() / closed_true.sum()
 
 
