@@ -5,8 +5,8 @@ sequences as long as they were trained on: the blendshape / lip-offset transform
 from the last frame of the previous chunk (its ``start``), the pose mapper starts every window
 from the pose reached so far, and inside each overlap the two chunks are cross-faded linearly,
 so nothing jumps at a border. Then the controls: silence gating (the mouth closes where the
-audio is silent), blinks, expression scale, and the head pose (from audio, still, or copied
-from a reference video).
+audio is silent or holds no speech), blinks, expression scale, and the head pose (from audio,
+still, or copied from a reference video).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .audio import vad
 from .audio.align import SAMPLES_PER_FRAME, frame_levels_db
 from .audio2mesh.pose_mapper import generate_pose
 from .audio2mesh.pose_modules import initial_pose
@@ -183,11 +184,21 @@ def copied_poses(reference: np.ndarray, source_pose: torch.Tensor, frames: int) 
 
 
 def speech_gate(wav: torch.Tensor, frames: int, floor_db: float = -55.0, range_db: float = 10.0,
-                smooth: int = 5) -> torch.Tensor:
+                smooth: int = 5, voice: bool | None = None) -> torch.Tensor:
     """Per-frame weight [T] in [0, 1]: 0 where the audio is silent (RMS below ``floor_db``
-    dBFS), 1 from ``floor_db + range_db`` up, smoothed over ``smooth`` frames."""
+    dBFS) or, with ``voice``, where it holds no speech (a pause over a recording's noise floor:
+    :mod:`vividtalk.audio.vad`); 1 from ``floor_db + range_db`` up in speech; smoothed over
+    ``smooth`` frames.
+
+    Args:
+        wav: 16 kHz samples [N]; voice: use the voice activity detector (None: when the
+            ``silero-vad`` package is installed).
+    """
     db = torch.from_numpy(frame_levels_db(wav, frames, floor_db=floor_db)).to(wav)  # [T]
     gate = ((db - floor_db) / range_db).clamp(0, 1)
+    if vad.vad_available() if voice is None else voice:  # widened by the smoothing: its ramp lies in the pause
+        voiced = vad.voiced_frames(vad.speech_probability(wav, frames), pad=1 + smooth // 2)
+        gate = gate * torch.from_numpy(voiced).to(gate)
     kernel = torch.ones(1, 1, smooth, device=wav.device) / smooth
     return torch.nn.functional.conv1d(gate[None, None], kernel, padding=smooth // 2)[0, 0, :frames].clamp(0, 1)
 

@@ -34,6 +34,9 @@ from . import motion
 from .audio.align import FPS, SAMPLES_PER_FRAME
 
 STREAM_POSE_MODES = ("audio", "still")
+GATE_CONTEXT = 25
+"""Frames of past audio the silence gate sees before a block: its voice detector decides from
+context (1 s), and its smoothing reaches two frames back."""
 
 
 @dataclass
@@ -190,7 +193,7 @@ class StreamSession:
                                     start=self._last_expr)
         self._last_expr = {k: v[:, -1] for k, v in expr.items()}
         poses = self._poses(wav, s, e)  # [1, n, 7]
-        lo = max(0, s - o - 2)  # the gate smooths over 5 frames: two of context on each side
+        lo = max(0, s - o - GATE_CONTEXT)
         gate = motion.speech_gate(wav[lo * SAMPLES_PER_FRAME:], len(wav) // SAMPLES_PER_FRAME - lo)
         blinks = motion.blink_track(e, self.blink_seed)[s:].to(wav.device) if self.blink else None
         return motion.driven_meshes(self.pipe.face, expr, gate[s - o - lo: e - o - lo], a2m.network.lip_index, blinks,
