@@ -106,6 +106,31 @@ def test_eval_speech_cli_on_a_tiny_pipeline(tiny_pipeline_dir, tmp_path, capsys)
     assert "NAME.txt" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
 
 
+def test_a_synthetic_split_is_a_validation_set_with_the_phonemes_it_was_spoken_with(tiny_synth_corpus,
+                                                                                    tiny_pipeline_dir, tmp_path):
+    """eSpeak's events of each clip, in ARPAbet: bilabials where the clip's phonemes had p b m
+    (a reference count from the stored meta), silences where it paused; the CLI scores them."""
+    from vividtalk.data.clip import Clip
+    from vividtalk.data.manifest import split_clips
+    from vividtalk.speech_eval import corpus_recordings
+
+    recordings = corpus_recordings(tiny_synth_corpus, "val")
+    clips = [Clip(p) for p in split_clips(tiny_synth_corpus, "val")]
+    assert [r.name for r in recordings] == [c.clip_id for c in clips]
+    for rec, clip in zip(recordings, clips):
+        stored = clip.meta["phonemes"]
+        assert len(rec.phones) == len(stored) and len(rec.wav) == len(clip.audio())
+        labials = sum(p[0].lstrip("',%=!") in ("p", "b", "m") for p in stored)
+        assert sum(p.name in ("P", "B", "M") for p in rec.phones) == labials > 0
+        assert [p.name == "SIL" for p in rec.phones] == [p[0] == "_" for p in stored]
+        assert all(p.start == s[1] and p.end == s[2] for p, s in zip(rec.phones, stored))
+    report = tmp_path / "val.json"
+    assert main(["eval-speech", "--corpus", str(tiny_synth_corpus), "--weights", str(tiny_pipeline_dir),
+                 "--output", str(report), "--quiet"]) == 0
+    assert [r["recording"] for r in json.loads(report.read_text())["items"]] == [r.name for r in recordings]
+    assert main(["eval-speech", "--output", str(tmp_path / "x.json")]) == 2  # neither --recordings nor --corpus
+
+
 def test_tracked_video_follows_the_meshes():
     """The measure on the rendered, tracked video sees the mouth motion stage 1 gave the meshes
     (demo weights, the demo sentence, still head): the two gap tracks move together."""

@@ -217,10 +217,15 @@ def _add_eval_stage2(sub) -> None:
 def _eval_speech(args: argparse.Namespace) -> int:
     import json
 
-    from .speech_eval import default_images, evaluate_speech, load_recordings
+    from .speech_eval import corpus_recordings, default_images, evaluate_speech, load_recordings
 
     output = _report_path(args.output)
-    recordings, skipped = load_recordings(args.recordings)
+    if (args.recordings is None) == (args.corpus is None):
+        raise ValueError("give --recordings (recorded speech) or --corpus (a synthetic corpus' split), one of them")
+    if args.corpus:
+        recordings, skipped = corpus_recordings(args.corpus, args.split), {}
+    else:
+        recordings, skipped = load_recordings(args.recordings)
     for name, why in skipped.items():
         print(f"left out {name}: {why}", file=sys.stderr)
     pipe = _pipeline(args)
@@ -247,8 +252,10 @@ def _pipeline(args: argparse.Namespace):
 def _add_eval_speech(sub) -> None:
     ev = sub.add_parser("eval-speech", help="stage 1's lip sync on recorded speech with transcripts "
                                             "(bilabial closures, open vowels, mouth/energy)")
-    ev.add_argument("--recordings", required=True,
-                    help="folder of NAME.wav + NAME.txt (vividtalk-prep real-speech writes one)")
+    ev.add_argument("--recordings", help="folder of NAME.wav + NAME.txt (vividtalk-prep real-speech writes one)")
+    ev.add_argument("--corpus", help="instead, a synthetic corpus (vividtalk-prep synth): one split's clips with "
+                                     "the phoneme timings they were spoken with, a validation set")
+    ev.add_argument("--split", default="val", help="the corpus split (default: val)")
     ev.add_argument("--faces", help="folder of face photos whose identities speak (default: the demo portrait)")
     ev.add_argument("--weights", help="a saved pipeline directory (default: the packaged demo weights)")
     ev.add_argument("--audio2mesh", help="a stage-1 Lightning checkpoint to use instead of the pipeline's")

@@ -5,6 +5,7 @@ A recordings folder holds ``NAME.wav`` (any rate or channels; read as 16 kHz mon
 (:func:`vividtalk.audio.phonemes.align_phones`), driven through the pipeline's stage 1 onto each
 given face with a still head and no blinks (the meshes :meth:`VividTalkPipeline.plan` gives
 stage 2), and scored by :mod:`vividtalk.eval.speech_sync` on the meshes' inner-lip gap.
+:func:`corpus_recordings` gives the same measures a validation set: a synthetic corpus split.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from .audio.io import load_audio
-from .audio.phonemes import Phone, align_phones
+from .audio.phonemes import Phone, align_phones, espeak_to_arpabet
 from .eval.speech_sync import pooled, speech_sync_scores
 from .face.holes import lip_gap
 from .face.image import image_files
@@ -56,6 +57,30 @@ def load_recordings(folder: str | os.PathLike) -> tuple[list[Recording], dict[st
     if not out:
         raise ValueError(f"no recording in {folder} could be aligned: {skipped}")
     return out, skipped
+
+
+def corpus_recordings(root: str | os.PathLike, split: str = "val") -> list[Recording]:
+    """The clips of one split of a synthetic corpus as recordings: their audio and the phoneme
+    timings they were synthesised with (eSpeak NG's events, or Piper's durations) in ARPAbet.
+
+    A validation set for the measures of this module that is not the held-out recordings: the
+    split's identities (face shape and voice) never trained.
+
+    Raises:
+        ValueError: a clip without audio or without stored phonemes (not a synthetic clip).
+    """
+    from .data.clip import Clip
+    from .data.manifest import split_clips
+
+    out = []
+    for path in split_clips(root, split):
+        clip = Clip(path)
+        phonemes = clip.meta.get("phonemes")
+        if not clip.has_audio or not phonemes:
+            raise ValueError(f"{path} has no audio or no phoneme timings: corpus_recordings reads clips "
+                             "written by vividtalk-prep synth")
+        out.append(Recording(clip.clip_id, clip.audio(), str(clip.meta.get("text", "")), espeak_to_arpabet(phonemes)))
+    return out
 
 
 @torch.no_grad()

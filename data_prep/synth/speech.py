@@ -31,6 +31,7 @@ import numpy as np
 from scipy.signal import resample_poly
 
 from vividtalk.audio.align import SAMPLE_RATE
+from vividtalk.audio.phonemes import ESPEAK_SILENCE
 
 ESPEAK_RATE = 22050  # Hz, eSpeak NG's native output rate
 
@@ -48,7 +49,7 @@ _PHONEMES_IPA = 0x02  # espeak_TextToPhonemes: IPA (UTF-8) instead of mnemonics
 _EE_OK = 0
 
 # eSpeak's pause mnemonics ("_", "_:", "_!", ...) all become this one silence symbol.
-SILENCE = "_"
+SILENCE = ESPEAK_SILENCE
 
 # English voices with variants that exist in the shipped data (voices/!v): male and female.
 VOICES = [

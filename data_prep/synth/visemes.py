@@ -19,6 +19,8 @@ import dataclasses
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
+from vividtalk.audio.phonemes import ARPABET_TO_ESPEAK
+
 from .speech import SILENCE
 
 
@@ -120,15 +122,8 @@ _PHONEME_CLASSES = {
     "i@": ("spread", "schwa"), "i@3": ("spread", "r"), "I@": ("spread", "schwa"),
     "U@": ("rounded", "schwa"), "e@": ("mid", "schwa"),
 }
-# ARPAbet (pocketsphinx, CMUdict; stress digits dropped) -> the eSpeak mnemonic of the same sound,
-# so that aligned recordings drive the same viseme model. AH is schwa when short (CMUdict's AH0).
-ARPABET = {
-    "P": "p", "B": "b", "M": "m", "F": "f", "V": "v", "T": "t", "D": "d", "S": "s", "Z": "z", "N": "n",
-    "L": "l", "TH": "T", "DH": "D", "K": "k", "G": "g", "NG": "N", "SH": "S", "ZH": "Z", "CH": "tS",
-    "JH": "dZ", "R": "r", "ER": "3:", "W": "w", "Y": "j", "HH": "h", "AA": "A:", "AE": "a", "AH": "V",
-    "AO": "O:", "AW": "aU", "AY": "aI", "EH": "E", "EY": "eI", "IH": "I", "IY": "i:", "OW": "oU",
-    "OY": "OI", "UH": "U", "UW": "u:", "SIL": SILENCE,
-}
+# Aligned recordings (ARPAbet) drive the same viseme model through vividtalk's table of the same
+# sounds. AH is schwa when short (CMUdict's AH0).
 _SCHWA_S = 0.07  # an AH shorter than this is the reduced vowel
 
 
@@ -136,7 +131,7 @@ def from_arpabet(phones: list[tuple[str, float, float]]) -> list[tuple[str, floa
     """(ARPAbet phone, start_s, end_s) -> (eSpeak mnemonic, start_s, end_s) for the viseme model."""
     out = []
     for name, start, end in phones:
-        symbol = ARPABET.get(name.rstrip("012"), SILENCE)
+        symbol = ARPABET_TO_ESPEAK.get(name.rstrip("012"), SILENCE)
         out.append(("@" if symbol == "V" and end - start < _SCHWA_S else symbol, start, end))
     return out
 

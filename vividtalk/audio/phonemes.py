@@ -26,6 +26,28 @@ OPEN_VOWELS = frozenset({"AA", "AE", "AH", "AO", "AW", "AY"})
 CLOSE_VOWELS = frozenset({"IY", "UW", "IH", "UH"})
 _FRAME_S = 0.01  # pocketsphinx's feature frames: 10 ms
 
+ESPEAK_SILENCE = "_"
+ARPABET_TO_ESPEAK = {
+    "P": "p", "B": "b", "M": "m", "F": "f", "V": "v", "T": "t", "D": "d", "S": "s", "Z": "z", "N": "n",
+    "L": "l", "TH": "T", "DH": "D", "K": "k", "G": "g", "NG": "N", "SH": "S", "ZH": "Z", "CH": "tS",
+    "JH": "dZ", "R": "r", "ER": "3:", "W": "w", "Y": "j", "HH": "h", "AA": "A:", "AE": "a", "AH": "V",
+    "AO": "O:", "AW": "aU", "AY": "aI", "EH": "E", "EY": "eI", "IH": "I", "IY": "i:", "OW": "oU",
+    "OY": "OI", "UH": "U", "UW": "u:", SILENCE: ESPEAK_SILENCE,
+}
+"""ARPAbet (pocketsphinx, CMUdict; stress digits dropped) -> the eSpeak NG mnemonic of the same sound."""
+_ESPEAK_TO_ARPABET = {**{v: k for k, v in ARPABET_TO_ESPEAK.items()},
+                      "@": "AH", "i": "IY", "u": "UW", "0": "AA", "O": "AO"}  # reduced and British variants
+
+
+def espeak_to_arpabet(phonemes: list[tuple[str, float, float]]) -> list[Phone]:
+    """eSpeak NG phoneme events (mnemonic with stress marks, start_s, end_s), as the synthetic
+    corpus stores them, as ARPAbet :class:`Phone` s (unmapped sounds keep their mnemonic)."""
+    out = []
+    for symbol, start, end in phonemes:
+        core = re.sub(r"[',%=!]", "", symbol)
+        out.append(Phone(_ESPEAK_TO_ARPABET.get(core, core), float(start), float(end), None))
+    return out
+
 
 @dataclasses.dataclass(frozen=True)
 class Phone:
