@@ -19,7 +19,7 @@ import dataclasses
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from vividtalk.audio.phonemes import ARPABET_TO_ESPEAK
+from vividtalk.audio.phonemes import ARPABET_TO_ESPEAK, strip_stress
 
 from .speech import SILENCE
 
@@ -137,13 +137,7 @@ def from_arpabet(phones: list[tuple[str, float, float]]) -> list[tuple[str, floa
 
 
 _GRID_HZ = 200.0  # fine time grid of the blend, before low-pass and frame sampling
-_STRESS_MARKS = "',%=!"
 _VOWEL_STARTS = "aeiouAEIOUV03@"
-
-
-def strip_stress(symbol: str) -> str:
-    """The mnemonic without eSpeak's stress marks: "'A:" -> "A:"."""
-    return symbol.lstrip(_STRESS_MARKS)
 
 
 def stress_of(symbol: str) -> int:

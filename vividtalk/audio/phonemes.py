@@ -27,6 +27,14 @@ CLOSE_VOWELS = frozenset({"IY", "UW", "IH", "UH"})
 _FRAME_S = 0.01  # pocketsphinx's feature frames: 10 ms
 
 ESPEAK_SILENCE = "_"
+ESPEAK_STRESS_MARKS = "',%=!"
+
+
+def strip_stress(symbol: str) -> str:
+    """An eSpeak NG mnemonic without its stress marks: "'A:" -> "A:"."""
+    return symbol.lstrip(ESPEAK_STRESS_MARKS)
+
+
 ARPABET_TO_ESPEAK = {
     "P": "p", "B": "b", "M": "m", "F": "f", "V": "v", "T": "t", "D": "d", "S": "s", "Z": "z", "N": "n",
     "L": "l", "TH": "T", "DH": "D", "K": "k", "G": "g", "NG": "N", "SH": "S", "ZH": "Z", "CH": "tS",
@@ -44,7 +52,7 @@ def espeak_to_arpabet(phonemes: list[tuple[str, float, float]]) -> list[Phone]:
     corpus stores them, as ARPAbet :class:`Phone` s (unmapped sounds keep their mnemonic)."""
     out = []
     for symbol, start, end in phonemes:
-        core = re.sub(r"[',%=!]", "", symbol)
+        core = strip_stress(symbol)
         out.append(Phone(_ESPEAK_TO_ARPABET.get(core, core), float(start), float(end), None))
     return out
 

@@ -71,11 +71,11 @@ def voiced_frames(prob: np.ndarray, start: float = 0.5, stop: float = 0.35, min_
     for t, p in enumerate(prob):
         on = p > (stop if on else start)
         speech[t] = on
-    onsets = np.flatnonzero(speech[1:] & ~speech[:-1]) + 1  # first frames of speech after a pause
-    for t in onsets:
-        before = np.flatnonzero(speech[:t])
-        if len(before) and t - before[-1] - 1 < min_pause:
-            speech[before[-1]:t] = True
+    last = -1  # the last frame of speech so far
+    for t in np.flatnonzero(speech):
+        if last >= 0 and t - last - 1 < min_pause:
+            speech[last:t] = True
+        last = t
     out = speech.copy()
     for k in range(1, pad + 1):
         out[k:] |= speech[:-k]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..eval.speech_sync import CLOSED_MARGIN
 from ..face.holes import lip_gap
 from ..face.model import FaceModel
 
@@ -28,7 +29,7 @@ def bsvo_loss(
     mesh_weight: float = 10.0,
     gap_weight: float = 0.0,
     closure_weight: float = 0.0,
-    closure_margin: float = 0.005,
+    closure_margin: float = CLOSED_MARGIN,
 ) -> dict:
     """L_bsvo = |beta - beta^|_1 + |M_nr - M^_nr|_1 (the mesh term sees the lip offsets), plus
     optionally our lip-gap term |gap(M_nr) - gap(M^_nr)|_1: the mesh term spreads over all
@@ -61,7 +62,7 @@ def bsvo_loss(
 
 
 def closure_shortfall(face: FaceModel, gap_pred: torch.Tensor, gap_true: torch.Tensor, identity: torch.Tensor,
-                      margin: float = 0.005) -> torch.Tensor:
+                      margin: float = CLOSED_MARGIN) -> torch.Tensor:
     """Mean of relu(gap_pred - gap_true) over the frames whose target lips are closed (0 when none).
 
     Args:
@@ -72,7 +73,7 @@ def closure_shortfall(face: FaceModel, gap_pred: torch.Tensor, gap_true: torch.T
     return (F.relu(gap_pred - gap_true) * closed).sum() / closed.sum().clamp(min=1.0)
 
 
-def closed_lips(face: FaceModel, gap: torch.Tensor, identity: torch.Tensor, margin: float = 0.005) -> torch.Tensor:
+def closed_lips(face: FaceModel, gap: torch.Tensor, identity: torch.Tensor, margin: float = CLOSED_MARGIN) -> torch.Tensor:
     """Bool [B, T]: inner-lip gaps [B, T] within ``margin`` face heights of the neutral gap of
     each identity (neutral meshes [B, V, 3]): the evaluation's "closed"."""
     height = identity[..., 1].amax(-1) - identity[..., 1].amin(-1)  # [B]

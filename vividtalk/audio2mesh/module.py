@@ -19,7 +19,7 @@ from torch import nn
 from ..eval.mesh import face_dynamics_deviation, lip_vertex_error, upper_face_vertices
 from ..face.model import FaceModel
 from ..face.holes import lip_gap
-from .losses import bsvo_loss, closed_lips, nonrigid_mesh
+from .losses import CLOSED_MARGIN, bsvo_loss, closed_lips, nonrigid_mesh
 
 
 def adam(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
@@ -163,7 +163,7 @@ class Audio2MeshModule(pl.LightningModule):
 
 
 def closure_recall(face: FaceModel, mesh_pred: torch.Tensor, mesh_true: torch.Tensor, identity: torch.Tensor,
-                   margin: float = 0.005) -> torch.Tensor:
+                   margin: float = CLOSED_MARGIN) -> torch.Tensor:
     """Share of the frames with closed target lips (inner-lip gap within ``margin`` face heights
     of the identity's neutral gap) where the prediction is closed too (NaN without any)."""
     closed_true = closed_lips(face, lip_gap(face, mesh_true), identity, margin)
